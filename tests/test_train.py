@@ -1,0 +1,356 @@
+"""The trainer: Muon, the model, the masks, the data slicing, the log, and 1 rank vs 2 ranks."""
+import copy
+import hashlib
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import train_gpt as tg
+from harness import data
+from harness.track import load_track
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = tg.PRESETS["tiny"]
+
+
+@pytest.fixture(scope="session")
+def corpus(tmp_path_factory):
+    """The tiny-cpu corpus, with fewer train tokens (3 shards, so readers cross shard boundaries)."""
+    track = copy.deepcopy(load_track("tiny-cpu"))
+    track["data"]["synthetic"].update(train_tokens=300_000, shard_tokens=100_000)
+    out = tmp_path_factory.mktemp("corpus")
+    data.generate_from_track(track, out=str(out))
+    return out
+
+
+def tiny_model(h=TINY, seed=0, dtype=torch.float32):
+    torch.manual_seed(seed)
+    model = tg.GPT(h, max(h.seq_len, h.val_seq_len))
+    model.attend = tg.DenseAttention()
+    model.attend.eot = h.eot_token
+    model.act_dtype = dtype
+    return model
+
+
+def doc_batch(B=2, T=64, seed=0, h=TINY):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randint(1, h.vocab_size, (B, T + 1), generator=g)
+    x[:, 0] = h.eot_token
+    x[:, T // 3] = h.eot_token  # a second document starts a third of the way in
+    return x[:, :-1], x[:, 1:]
+
+
+# ---- the track and the preset agree --------------------------------------------------------------
+
+def test_presets_match_their_tracks():
+    """What a track's rules say (val tokens, EOT, vocabulary) is what its preset trains and validates on."""
+    for name, h in tg.PRESETS.items():
+        track = load_track(h.track)
+        assert track["preset"] == name
+        assert h.val_tokens == track["data"]["val_tokens"]
+        assert h.eot_token == track["data"]["eot_token"]
+        vocab = track["data"].get("synthetic", track["data"]).get("vocab_size")
+        assert vocab <= h.vocab_size, "the embedding must cover the track's vocabulary"
+        assert h.val_tokens % h.val_seq_len == 0 and h.grad_accum % 2 == 0
+
+
+# ---- Muon -------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("shape", [(64, 64), (96, 32), (32, 96), (3, 48, 16)])
+def test_orthogonalize_brings_singular_values_near_one(shape):
+    """Five Polar Express steps in bf16 put every singular value of a Gaussian matrix in [0.7, 1.2]
+    (the polynomial alone gives [0.85, 1.15]; bf16 rounding adds the rest), and the result spans the
+    same singular vectors: ⟨O, UVᵀ⟩/‖UVᵀ‖² ≥ 0.95."""
+    G = torch.randn(*shape, generator=torch.Generator().manual_seed(1))
+    O = tg.orthogonalize(G).float()
+    assert O.shape == G.shape and O.dtype == torch.bfloat16 or O.dtype == torch.float32
+    s = torch.linalg.svdvals(O)
+    assert s.min() >= 0.7 and s.max() <= 1.2, (s.min(), s.max())
+    U, _, Vh = torch.linalg.svd(G, full_matrices=False)
+    polar = U @ Vh
+    align = (O * polar).sum(dim=(-2, -1)) / (polar * polar).sum(dim=(-2, -1))
+    assert (align >= 0.95).all(), align
+
+
+def reference_muon_step(W, grads, lr, momentum, ns_steps=5):
+    """Plain Muon, written out independently: fp64 polynomial, one matrix at a time."""
+    W, buf = W.double().clone(), torch.zeros_like(W, dtype=torch.float64)
+    for g in grads:
+        g = g.double()
+        buf = momentum * buf + (1 - momentum) * g
+        u = (1 - momentum) * g + momentum * buf  # Nesterov: g.lerp(buf, momentum)
+        X = u.mT if u.shape[-2] > u.shape[-1] else u
+        X = X / (torch.linalg.matrix_norm(X, keepdim=True) * 1.01 + 1e-7)
+        for a, b, c in tg.POLAR_EXPRESS[:ns_steps]:
+            A = X @ X.mT
+            X = a * X + (b * A + c * A @ A) @ X
+        X = X.mT if u.shape[-2] > u.shape[-1] else X
+        W = W - lr * max(1, W.shape[-2] / W.shape[-1]) ** 0.5 * X
+    return W
+
+
+@pytest.mark.parametrize("ns_dtype,tol", [(torch.float64, 1e-9), (torch.bfloat16, 0.1)])
+@pytest.mark.parametrize("shape", [(32, 16), (16, 32), (2, 24, 24)])
+def test_muon_matches_a_plain_reference(shape, ns_dtype, tol, monkeypatch):
+    """Three Muon steps equal the plain fp64 reference: exactly (1e-9) with the iteration in fp64, and
+    within 10% of the update's largest entry in bf16 (measured ≈5%: bf16 rounding over 5 iterations)."""
+    monkeypatch.setattr(tg, "NS_DTYPE", ns_dtype)
+    torch.manual_seed(0)
+    W0 = torch.randn(shape)
+    grads = [torch.randn(shape) for _ in range(3)]
+    p = torch.nn.Parameter(W0.clone().to(torch.float64 if ns_dtype == torch.float64 else torch.float32))
+    opt = tg.Muon([p], lr=0.02, momentum=0.9)
+    for g in grads:
+        p.grad = g.clone().to(p.dtype)
+        opt.step()
+    ref = reference_muon_step(W0, grads, lr=0.02, momentum=0.9)
+    err = (p.detach().double() - ref).abs().max()
+    assert err <= tol * (ref - W0.double()).abs().max(), err
+
+
+def test_muon_groups_by_shape_and_keeps_momentum():
+    """Parameters of different shapes land in different groups (all_gather needs equal shapes), and the
+    momentum buffer carries over between steps."""
+    a, b, c = (torch.nn.Parameter(torch.randn(s)) for s in [(8, 4), (4, 8), (8, 4)])
+    opt = tg.Muon([a, b, c], lr=0.1, momentum=0.5)
+    assert [len(g["params"]) for g in opt.param_groups] == [2, 1]
+    for p in (a, b, c):
+        p.grad = torch.ones_like(p)
+    opt.step()
+    assert torch.equal(opt.state[a]["momentum_buffer"], torch.full((8, 4), 0.5))
+
+
+# ---- the model ---------------------------------------------------------------------------------------
+
+def test_forward_backward_at_init():
+    """Zero-initialised head and output projections: the first loss is exactly ln(vocab) and only the
+    head gets a gradient; the second step reaches the projections, the third every parameter (no dead
+    branch), and the loss falls."""
+    model = tiny_model()
+    opts = tg.build_optimizers(model, TINY)
+    x, y = doc_batch()
+    masks = model.attend.masks(x, (64, 32))
+    losses, live = [], []
+    for _ in range(3):
+        loss = model(x, y, masks)
+        loss.backward()
+        losses.append(loss.item())
+        live.append({n for n, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0})
+        for opt in opts:
+            opt.step()
+        model.zero_grad()
+    assert math.isclose(losses[0], math.log(TINY.vocab_size), rel_tol=1e-6)
+    assert live[0] == {"lm_head.weight"}
+    assert {"blocks.0.attn.proj.weight", "blocks.0.mlp.proj.weight"} <= live[1]
+    assert live[2] == {n for n, _ in model.named_parameters()}
+    assert losses[2] < losses[0]
+
+
+def trained_model(steps=3, dtype=torch.float32):
+    model = tiny_model(dtype=dtype)
+    opts = tg.build_optimizers(model, TINY)
+    for s in range(steps):
+        x, y = doc_batch(seed=s)
+        model(x, y, model.attend.masks(x, (64, 32))).backward()
+        for o in opts:
+            o.step()
+        model.zero_grad()
+    return model
+
+
+def per_token_loss(model, x, y, window=64):
+    with torch.no_grad():
+        return model(x, y, model.attend.masks(x, (window, max(1, window // 2))), reduction="none").view(x.shape)
+
+
+def test_causal_within_documents_and_windows():
+    """A token's loss depends only on earlier tokens of its own document within the window: editing a
+    later token, an earlier document, or a token beyond the window changes nothing before/after it."""
+    model = trained_model()
+    x, y = doc_batch(B=1, T=60)
+    base = per_token_loss(model, x, y)
+    # a later token: nothing before it moves
+    x2 = x.clone(); x2[0, 50] = (x2[0, 50] % (TINY.vocab_size - 1)) + 1
+    assert torch.allclose(per_token_loss(model, x2, y)[0, :50], base[0, :50], atol=1e-6)
+    # the first document (positions 0..19): the second document (20..) does not see it
+    x3 = x.clone(); x3[0, 5] = (x3[0, 5] % (TINY.vocab_size - 1)) + 1
+    changed = per_token_loss(model, x3, y)
+    assert torch.allclose(changed[0, 20:], base[0, 20:], atol=1e-6)
+    assert not torch.allclose(changed[0, 5:20], base[0, 5:20], atol=1e-6)
+    # window w: each layer looks back w-1 tokens, so L layers reach L·(w-1) back and no further
+    w, reach = 4, TINY.num_layers * 3
+    base_w = per_token_loss(model, x, y, window=w)
+    x4 = x.clone(); x4[0, 25] = (x4[0, 25] % (TINY.vocab_size - 1)) + 1
+    moved = per_token_loss(model, x4, y, window=w)
+    assert torch.allclose(moved[0, 25 + reach + 1:], base_w[0, 25 + reach + 1:], atol=1e-6)
+    assert not torch.allclose(moved[0, 25:25 + reach + 1], base_w[0, 25:25 + reach + 1], atol=1e-6)
+
+
+def test_bf16_explicit_attention_matches_sdpa():
+    """The CPU bf16 attention path (masked softmax spelled out) equals SDPA with the same mask."""
+    attn = tg.DenseAttention(); attn.eot = 0
+    x, _ = doc_batch(B=2, T=48)
+    (mask,) = attn.masks(x, (16,))
+    q, k, v = (torch.randn(2, 2, 48, 8, generator=torch.Generator().manual_seed(i)) for i in range(3))
+    ref = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=0.3)
+    got = attn(q.bfloat16(), k.bfloat16(), v.bfloat16(), mask, 0.3).float()
+    assert (got - ref).abs().max() < 0.05
+
+
+def test_flex_attention_mask_equals_dense_mask():
+    """The block mask built for FlexAttention (CUDA path) marks exactly the dense mask's entries."""
+    flex = pytest.importorskip("torch.nn.attention.flex_attention")
+    x, _ = doc_batch(B=2, T=256)
+    docs = (x == 0).cumsum(1)
+    mask_mod = tg.doc_causal_window(docs, 100)
+    bm = flex.create_block_mask(mask_mod, 2, None, 256, 256, device="cpu", BLOCK_SIZE=64)
+    dense = tg.DenseAttention(); dense.eot = 0
+    (want,) = dense.masks(x, (100,))
+    got = torch.stack([torch.stack([torch.tensor([[bool(mask_mod(torch.tensor(b), None, torch.tensor(q), torch.tensor(k)))
+                                                  for k in range(0, 256, 37)] for q in range(0, 256, 37)])])
+                       for b in range(2)])
+    assert torch.equal(got, want[:, :, ::37, ::37])
+    assert bm.shape[-2:] == (256, 256)
+
+
+# ---- data --------------------------------------------------------------------------------------------
+
+def test_trainer_reads_the_harness_shards_and_rejects_bad_ones(corpus, tmp_path):
+    """train_gpt.py's own shard reader (a record is one file) agrees with harness.data, and refuses a
+    file whose header disagrees with its size, naming the file and the command that fixes it."""
+    f = sorted(corpus.glob("synthetic_train_*.bin"))[0]
+    assert np.array_equal(tg.load_shard(str(f)), data.read_shard(f))
+    bad = tmp_path / "synthetic_train_000000.bin"
+    bad.write_bytes(f.read_bytes()[:-2])
+    with pytest.raises(ValueError, match=r"synthetic_train_000000\.bin.*speedrun data synthetic"):
+        tg.load_shard(str(bad))
+
+
+def micro_batches(corpus, world, steps=3):
+    files = sorted(str(p) for p in corpus.glob("synthetic_train_*.bin"))
+    h = replace(TINY, seq_len=1000)  # long sequences: a few steps cross shard boundaries
+    out = {}
+    for rank in range(world):
+        tg.RANK, tg.WORLD_SIZE = rank, world
+        try:
+            it = tg.train_batches(files, h, torch.device("cpu"))
+            out[rank] = [next(it)[0] for _ in range(steps * h.grad_accum // world)]
+        finally:
+            tg.RANK, tg.WORLD_SIZE = 0, 1
+    return out, h
+
+
+def test_batches_start_at_documents_and_split_across_ranks(corpus):
+    """Every training sequence starts with EOT; at world size 2 the ranks' micro-batches are exactly
+    the world-size-1 micro-batches, interleaved (same global batch at any world size)."""
+    one, h = micro_batches(corpus, 1)
+    two, _ = micro_batches(corpus, 2)
+    assert all((b[:, 0] == h.eot_token).all() for b in one[0])
+    for i, b in enumerate(one[0]):
+        assert torch.equal(b, two[i % 2][i // 2])
+
+
+def test_schedules():
+    """lr is flat then decays linearly to final_lr_frac; momentum warms up; windows grow in whole blocks."""
+    h = TINY
+    assert tg.lr_multiplier(0, h) == 1 and math.isclose(tg.lr_multiplier(h.num_steps, h), h.final_lr_frac)
+    assert tg.muon_momentum(0, h) == h.muon_momentum_min and tg.muon_momentum(10**6, h) == h.muon_momentum
+    for s in range(0, h.num_steps + 1, 7):
+        long, short = tg.attention_windows(s, h)
+        assert long % h.window_block == 0 and h.window_min <= long <= h.window_max and short <= long
+
+
+# ---- whole runs: the log, and 1 rank vs 2 ranks ----------------------------------------------------
+
+def run_trainer(corpus, tmp_path, nproc, run_id, steps=3, extra=()):
+    script = str(ROOT / "train_gpt.py")
+    launch = ([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", script]
+              if nproc > 1 else [sys.executable, script])
+    cmd = launch + ["--preset", "tiny", "--data-dir", str(corpus), "--log-dir", str(tmp_path), "--run-id", run_id,
+                    "--max-steps", str(steps), "--val-every", "1", *extra]
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1")
+    p = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    return (tmp_path / f"{run_id}.txt").read_text()
+
+
+def val_losses(log):
+    return [float(m) for m in re.findall(r"^step:\d+/\d+ val_loss:(\S+)", log, re.M)]
+
+
+@pytest.fixture(scope="module")
+def one_rank_log(corpus, tmp_path_factory):
+    return run_trainer(corpus, tmp_path_factory.mktemp("logs1"), 1, "one")
+
+
+@pytest.mark.slow
+def test_two_ranks_match_one_rank_with_accumulation(corpus, tmp_path, one_rank_log):
+    """2 gloo ranks (1 micro-batch each) and 1 rank (2 accumulated micro-batches) train the same
+    global batches: val losses after each of 3 steps agree within 2e-3 (bf16 activations, reduction
+    order). Covers batch slicing, gradient all-reduce, sharded Muon with all_gather, sharded validation."""
+    two = val_losses(run_trainer(corpus, tmp_path, 2, "two"))
+    one = val_losses(one_rank_log)
+    assert len(one) == len(two) == 4
+    assert one[0] == two[0]  # identical initial weights on every rank
+    assert max(abs(a - b) for a, b in zip(one, two)) < 2e-3, (one, two)
+    assert one[-1] < one[0] - 0.5  # and it learns
+
+
+def test_the_log_has_the_design_sections(one_rank_log):
+    """logs/<run_id>.txt: source after a banner | 100 '=' | environment | 100 '=' | run lines in the
+    community's formats | peak memory | one RESULT line last, whose code_sha256 hashes the embedded source."""
+    log = one_rank_log
+    parts = log.split("\n" + "=" * 100 + "\n")
+    assert len(parts) == 3
+    source, env, run = parts
+    assert source.startswith("# ==== file: train_gpt.py ====\n")
+    embedded = source.split("\n", 1)[1] + "\n"
+    assert embedded == (ROOT / "train_gpt.py").read_text()
+    for pat in (r"^Running Python 3\.", r"^Running PyTorch \S+ compiled for CUDA ", r"^Running Triton version ",
+                r"^CPU: .+ cores:\d+", r"^speedrun track:tiny-cpu preset:tiny seed:0 run_id:one world_size:1 device:cpu$",
+                r"^code_sha256 train_gpt\.py: [0-9a-f]{64}$", r"^data_sha256: [0-9a-f]{64} "):
+        assert re.search(pat, env, re.M), pat
+    lines = run.rstrip("\n").split("\n")
+    step_lines = [l for l in lines if l.startswith("step:")]
+    assert all(re.fullmatch(r"step:\d+/\d+ (val_loss:\d+\.\d{4} )?train_time:\d+ms step_avg:\d+\.\d{2}ms", l)
+               for l in step_lines), step_lines
+    assert re.fullmatch(r"peak memory allocated: \d+ MiB reserved: \d+ MiB", lines[-2])
+    assert lines[-1].startswith("RESULT ")
+    result = json.loads(lines[-1][len("RESULT "):])
+    for key in ("val_loss", "train_time_ms", "steps", "seed", "run_id", "track", "code_sha256"):
+        assert key in result
+    assert result["code_sha256"] == hashlib.sha256(embedded.encode()).hexdigest()
+    assert result["steps"] == 3 and result["val_loss"] == pytest.approx(val_losses(log)[-1], abs=1e-4)
+    # the clock stops for validation: train_time is monotonic and the val line repeats the step's time
+    times = [int(t) for t in re.findall(r"train_time:(\d+)ms", run)]
+    assert times == sorted(times)
+
+
+# ---- benchmark (not part of the default run: --benchmark-skip) ---------------------------------------
+
+def test_bench_tiny_tokens_per_second(benchmark):
+    """Tokens per second of one tiny-preset training step (fwd, bwd, Muon + Adam) on this CPU."""
+    model = tiny_model(dtype=tg.compute_dtype(torch.device("cpu")))
+    opts = tg.build_optimizers(model, TINY)
+    x, y = doc_batch(B=TINY.batch_seqs, T=TINY.seq_len)
+    masks = model.attend.masks(x, tg.attention_windows(TINY.num_steps, TINY))
+
+    def step():
+        for _ in range(TINY.grad_accum):
+            model(x, y, masks).backward()
+        for o in opts:
+            o.step()
+        model.zero_grad()
+
+    benchmark.pedantic(step, rounds=5, warmup_rounds=1)
+    tokens = TINY.seq_len * TINY.batch_seqs * TINY.grad_accum
+    benchmark.extra_info["tokens_per_s"] = tokens / benchmark.stats["median"]

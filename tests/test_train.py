@@ -22,16 +22,6 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY = tg.PRESETS["tiny"]
 
 
-@pytest.fixture(scope="session")
-def corpus(tmp_path_factory):
-    """The tiny-cpu corpus, with fewer train tokens (3 shards, so readers cross shard boundaries)."""
-    track = copy.deepcopy(load_track("tiny-cpu"))
-    track["data"]["synthetic"].update(train_tokens=300_000, shard_tokens=100_000)
-    out = tmp_path_factory.mktemp("corpus")
-    data.generate_from_track(track, out=str(out))
-    return out
-
-
 def tiny_model(h=TINY, seed=0, dtype=torch.float32):
     torch.manual_seed(seed)
     model = tg.GPT(h, max(h.seq_len, h.val_seq_len))
@@ -276,7 +266,7 @@ def run_trainer(corpus, tmp_path, nproc, run_id, steps=3, extra=()):
     launch = ([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", script]
               if nproc > 1 else [sys.executable, script])
     cmd = launch + ["--preset", "tiny", "--data-dir", str(corpus), "--log-dir", str(tmp_path), "--run-id", run_id,
-                    "--max-steps", str(steps), "--val-every", "1", *extra]
+                    "--max-steps", str(steps), "--val-every", "1", "--no-compile", *extra]
     env = dict(os.environ, CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1")
     p = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
@@ -337,20 +327,23 @@ def test_the_log_has_the_design_sections(one_rank_log):
 
 # ---- benchmark (not part of the default run: --benchmark-skip) ---------------------------------------
 
-def test_bench_tiny_tokens_per_second(benchmark):
-    """Tokens per second of one tiny-preset training step (fwd, bwd, Muon + Adam) on this CPU."""
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
+def test_bench_tiny_tokens_per_second(benchmark, compiled):
+    """Tokens per second of one tiny-preset training step (fwd, bwd, Muon + Adam) on this CPU, eager and
+    under torch.compile (what a record run uses; compilation happens in the untimed warm-up rounds)."""
     model = tiny_model(dtype=tg.compute_dtype(torch.device("cpu")))
+    run = torch.compile(model, dynamic=False) if compiled else model
     opts = tg.build_optimizers(model, TINY)
     x, y = doc_batch(B=TINY.batch_seqs, T=TINY.seq_len)
     masks = model.attend.masks(x, tg.attention_windows(TINY.num_steps, TINY))
 
     def step():
         for _ in range(TINY.grad_accum):
-            model(x, y, masks).backward()
+            run(x, y, masks).backward()
         for o in opts:
             o.step()
         model.zero_grad()
 
-    benchmark.pedantic(step, rounds=5, warmup_rounds=1)
+    benchmark.pedantic(step, rounds=10, warmup_rounds=2)
     tokens = TINY.seq_len * TINY.batch_seqs * TINY.grad_accum
-    benchmark.extra_info["tokens_per_s"] = tokens / benchmark.stats["median"]
+    benchmark.extra_info["tokens_per_s"] = round(tokens / benchmark.stats["median"])

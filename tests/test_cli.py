@@ -1,0 +1,76 @@
+"""The `speedrun` command: starts without torch, judges runs by the track's target, says what went wrong."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness import cli, run
+from harness.track import load_track
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_harness_imports_without_torch_or_numpy():
+    """`import harness.cli` (and `speedrun --help`) work where torch and numpy cannot be imported."""
+    code = ("import sys; sys.modules['torch'] = None; sys.modules['numpy'] = None; "
+            "import harness.cli, harness.run, harness.track; "
+            "sys.argv = ['speedrun', '--help']; harness.cli.main()")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert p.returncode == 0, p.stderr
+    assert "data" in p.stdout and "run" in p.stdout
+
+
+def test_unknown_track_is_bad_input(capsys):
+    """An unknown track exits 2 and names the missing file and the known tracks."""
+    assert cli.main(["run", "--track", "nope"]) == 2
+    err = capsys.readouterr().err
+    assert "records/nope/track.toml" in err and "tiny-cpu" in err
+
+
+def result(**over):
+    r = dict(track="tiny-cpu", preset="tiny", seed=0, run_id="r", val_loss=1.19, train_time_ms=1000.0, steps=300,
+             num_steps=300, step_avg_ms=3.3, tokens_per_step=8192, log="logs/r.txt")
+    r.update(over)
+    return r
+
+
+@pytest.mark.parametrize("over,code", [({}, 0), ({"val_loss": 1.3}, 1), ({"steps": 10}, 1)])
+def test_verdict_uses_the_track_target(over, code, capsys):
+    """Met = the run completed all its steps and its final val loss is ≤ the track's `target`."""
+    track = load_track("tiny-cpu")
+    assert result()["val_loss"] <= track["target"] < 1.3
+    assert run.report(track, result(**over), {"floor": {"val_loss": 1.1}}, None, True, None) == code
+    verdict = json.loads(capsys.readouterr().out)["verdict"]
+    assert verdict["target"] == track["target"] and verdict["met_target"] == (code == 0) and verdict["floor"] == 1.1
+
+
+def test_trainer_command_uses_torchrun_for_several_ranks():
+    """More than one process goes through torch.distributed.run --standalone; one process runs plainly."""
+    track = load_track("tiny-cpu")
+    kw = dict(seed=3, data_dir=Path("d"), run_id="x", log_dir=Path("l"))
+    two = run.trainer_command(track, nproc=2, **kw)
+    assert two[1:4] == ["-m", "torch.distributed.run", "--standalone"] and "--nproc_per_node=2" in two
+    one = run.trainer_command(track, nproc=1, max_steps=5, **kw)
+    assert one[1].endswith("train_gpt.py") and one[-3:] == ["--max-steps", "5", "--no-compile"] and "--seed" in one
+
+
+def test_main_job_on_an_8_gpu_node_says_it_is_not_built_yet(monkeypatch, capsys):
+    """`./run.sh` on an 8-GPU machine says the gpt2-small attempt is not built yet, rather than pretending."""
+    monkeypatch.setattr(run, "gpu_count", lambda: 8)
+    assert run.main_job() == 2
+    assert "not built yet" in capsys.readouterr().out
+
+
+def test_speedrun_run_end_to_end(corpus, capsys):
+    """`speedrun run --max-steps 2 --json` runs the trainer, streams it, and reports its RESULT: a smoke
+    run is incomplete, so it cannot meet the target (exit 1), and the log it names exists."""
+    code = cli.main(["run", "--track", "tiny-cpu", "--max-steps", "2", "--data-dir", str(corpus), "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 1
+    assert out["verdict"] == {"target": load_track("tiny-cpu")["target"], "floor": pytest.approx(out["verdict"]["floor"]),
+                              "met_target": False, "complete": False}
+    r = out["result"]
+    assert r["steps"] == 2 and r["track"] == "tiny-cpu" and Path(r["log"]).is_file()
+    Path(r["log"]).unlink()

@@ -526,7 +526,6 @@ def train_batches(files: list[str], h: Hyperparameters, device: torch.device):
     Every rank walks the same sequence of start positions, so a step covers the same
     grad_accum × batch_seqs sequences at any world size; rank r takes micro-batches r, r+W, ….
     """
-    assert h.grad_accum % WORLD_SIZE == 0, f"world size {WORLD_SIZE} must divide grad_accum={h.grad_accum}"
     n_seqs, T = h.grad_accum * h.batch_seqs, h.seq_len
     epoch, fi, pos, tokens = 0, 0, 0, load_shard(files[0])
     bos = np.flatnonzero(tokens == h.eot_token)
@@ -685,6 +684,9 @@ def main(argv=None):
         obj = [run_id]
         dist.broadcast_object_list(obj, src=0)
         run_id = obj[0]
+    if h.grad_accum % WORLD_SIZE:
+        sys.exit(f"train_gpt.py: --preset {args.preset} splits each step into {h.grad_accum} micro-batches; "
+                 f"run it on a number of ranks that divides {h.grad_accum} (got {WORLD_SIZE})")
     data_dir = args.data_dir or ("data/synthetic" if args.preset == "tiny" else "data/fineweb10B")
     train_files, val_files = find_files(data_dir, h.train_files), find_files(data_dir, h.val_files)
 

@@ -58,6 +58,75 @@ def cmd_main(args) -> int:
     return run.main_job()
 
 
+# ---- parse / verify: read logs, judge them ----------------------------------------------------------
+
+def _console():
+    """A rich console; piped output gets a wide one, so tables stay one line per row in files and tests."""
+    from rich.console import Console
+
+    c = Console()
+    return c if c.is_terminal else Console(width=200)
+
+
+def cmd_parse(args) -> int:
+    from pathlib import Path
+
+    from harness import logs
+
+    parsed = [logs.parse_file(f) for f in args.files]
+    if args.json:
+        _print_json([p.to_json() for p in parsed])
+        return EXIT_OK
+    from rich.table import Table
+
+    t = Table(title="speedrun parse")
+    for col in ("file", "era", "trials", "final step", "val loss", "train time", "GPUs", "torch", "code", "warnings"):
+        t.add_column(col, overflow="fold")
+    for p in parsed:
+        last = p.trials[-1] if p.trials else None
+        v = last.final_val if last else None
+        g = p.env.gpus
+        t.add_row(Path(p.file).name, p.era, str(len(p.trials)),
+                  "-" if last is None else f"{last.final_step}/{last.total_steps or '?'}",
+                  "-" if v is None or v.loss is None else f"{v.loss:.4f}",
+                  "-" if v is None or v.time_ms is None else f"{v.time_ms / 1000:.1f} s",
+                  "-" if g is None else f"{g.count}× {(g.model or '?').removeprefix('NVIDIA ')}",
+                  p.env.torch or "-", (p.code_sha256 or "-")[:12], str(len(p.warnings)))
+    c = _console()
+    c.print(t)
+    for p in parsed:
+        for w in p.warnings:
+            c.print(f"[yellow]{p.file}[/]: {w}", markup=True, highlight=False)
+    return EXIT_OK
+
+
+def cmd_verify(args) -> int:
+    from harness import verify
+
+    verdict = verify.verify_files(args.files, args.track, script=args.script)
+    if args.json:
+        _print_json(verdict.to_json())
+        return EXIT_OK if verdict.ok else EXIT_FAIL
+    from rich.table import Table
+
+    t = Table(title=f"speedrun verify --track {verdict.track}")
+    for col in ("run", "check", "", "detail"):
+        t.add_column(col, overflow="fold")
+    for r in verdict.runs:
+        for k, c in enumerate(r.checks):
+            t.add_row(r.file if k == 0 else "", c.name, "[green]ok[/]" if c.ok else "[red]FAIL[/]", c.detail,
+                      end_section=k == len(r.checks) - 1)
+    c = _console()
+    c.print(t)
+    s = verdict.summary
+    fmt = (lambda v, f: "-" if v is None else format(v, f))
+    c.print(f"{s['n']} distinct run(s): mean val_loss {fmt(s['mean_val_loss'], '.5f')}, p = {fmt(s['p_value'], '.3g')}, "
+            f"mean train time {fmt(s['mean_train_time_ms'] and s['mean_train_time_ms'] / 1000, '.3f')} s", highlight=False)
+    failed = sorted({c.name for r in verdict.runs for c in r.checks if not c.ok})
+    c.print("[bold green]PASS[/]: every check passed" if verdict.ok else f"[bold red]FAIL[/]: {', '.join(failed)}")
+    return EXIT_OK if verdict.ok else EXIT_FAIL
+
+
 # ---- the parser --------------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
@@ -81,6 +150,18 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--data-dir", help="shards folder (default: the track's data.dir)")
     r.add_argument("--json", action="store_true", help="print the RESULT and verdict as JSON")
     r.set_defaults(func=cmd_run)
+
+    pa = sub.add_parser("parse", help="read run logs of any speedrun era: source, environment, trials")
+    pa.add_argument("files", nargs="+", metavar="FILE", help="run log(s)")
+    pa.add_argument("--json", action="store_true", help="print a JSON array, one object per file")
+    pa.set_defaults(func=cmd_parse)
+
+    v = sub.add_parser("verify", help="judge run logs against a track's rules; exit 0 pass, 1 fail, 2 bad input")
+    v.add_argument("files", nargs="+", metavar="FILE", help="run log(s); every trial in a file is a run")
+    v.add_argument("--track", required=True, help="track whose records/<track>/track.toml rules apply")
+    v.add_argument("--script", help="the train_gpt.py every run must have embedded, byte for byte")
+    v.add_argument("--json", action="store_true", help="print the verdict as JSON")
+    v.set_defaults(func=cmd_verify)
 
     m = sub.add_parser("main", help="the main job for this machine (what ./run.sh runs)")
     m.set_defaults(func=cmd_main)

@@ -1,0 +1,362 @@
+"""Verification: judge run logs against a track's rules; every check has a name, a verdict and a detail.
+
+Checks per run (a file with several trials holds several runs, named `file#k`):
+  complete    reached the last step and validated there; nothing unreadable; not truncated
+  target      the run's final val loss, and across runs the mean ≤ target at the track's α (copies count once)
+  timing      train_time monotonic under the era's rule, step_avg = train_time/steps, claimed time = last val line's
+  hardware    the GPU model and count (or CPU) the track requires
+  code        all runs carry the same source (and `--script` when given); no banned pattern in live code
+  provenance  (our logs) code/data hashes in the env block and RESULT agree with the embedded source
+
+It reads logs only: embedded code is tokenized to strip comments, never executed.
+Standard library + rich only.
+"""
+from __future__ import annotations
+
+import io
+import math
+import re
+import tokenize
+from dataclasses import dataclass, field
+from pathlib import Path
+from statistics import fmean
+
+from harness import logs, stats
+from harness.errors import InputError
+from harness.track import load_track
+
+CHECKS = ("complete", "target", "timing", "hardware", "code", "provenance")
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool
+    detail: str
+
+
+@dataclass
+class Run:
+    """One trial of one file, and its checks."""
+    file: str
+    log: logs.ParsedLog
+    trial: logs.Trial
+    checks: list[Check] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(c.ok for c in self.checks)
+
+    @property
+    def val_loss(self) -> float | None:
+        v = self.trial.final_val
+        return None if v is None else v.loss
+
+    @property
+    def train_time_ms(self) -> float | None:
+        v = self.trial.final_val
+        return None if v is None else v.time_ms
+
+
+@dataclass
+class Verdict:
+    track: str
+    runs: list[Run]
+    summary: dict
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.runs) and all(r.ok for r in self.runs)
+
+    def to_json(self) -> dict:
+        return {"ok": self.ok,
+                "runs": [{"file": r.file, "ok": r.ok, "checks": [vars(c) for c in r.checks]} for r in self.runs],
+                "summary": self.summary}
+
+
+def verify_files(paths: list[str], track_name: str, script: str | None = None) -> Verdict:
+    """Parse and judge; a missing/unreadable file, a file with no run in it, or an unknown track → InputError."""
+    track = load_track(track_name)
+    script_text = None
+    if script is not None:
+        try:
+            script_text = Path(script).read_bytes().decode("utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise InputError(f"--script {script}: cannot read ({e})") from None
+    parsed = [logs.parse_file(p) for p in paths]
+    for p in parsed:
+        if not p.trials:
+            raise InputError(f"{p.file}: no step lines: not a run log (see `speedrun parse {p.file}`)")
+    return verify(parsed, track, script_text)
+
+
+def verify(parsed: list[logs.ParsedLog], track: dict, script_text: str | None = None) -> Verdict:
+    runs = [Run(p.file if len(p.trials) == 1 else f"{p.file}#{k + 1}", p, t)
+            for p in parsed for k, t in enumerate(p.trials)]
+    targets, summary = _target(runs, track)
+    code = _code(runs, track, script_text)
+    for r, target_check, code_check in zip(runs, targets, code):
+        r.checks = [_complete(r), target_check, _timing(r), _hardware(r, track), code_check]
+        if r.log.era == logs.ERA_OURS:
+            r.checks.append(_provenance(r, track))
+    return Verdict(track["name"], runs, summary)
+
+
+# ---- complete ---------------------------------------------------------------------------------------------
+
+def _complete(r: Run) -> Check:
+    t, p = r.trial, r.log
+    problems = []
+    if t.total_steps is None:
+        problems.append("the log never states its total steps (llm.c format?)")
+    v = t.final_val
+    if v is None:
+        problems.append("no val line")
+    elif t.total_steps is not None and (v.step != t.total_steps or t.final_step != t.total_steps):
+        problems.append(f"last val line at step {v.step} (line {v.line}), last step {t.final_step}, "
+                        f"of {t.total_steps}")
+    elif v.loss is None or not math.isfinite(v.loss):
+        problems.append(f"final val loss is not a number (line {v.line})")
+    is_last = t is p.trials[-1]
+    if is_last and not p.ends_with_newline:
+        problems.append("the file ends mid-line (truncated)")
+    if p.era == logs.ERA_OURS and t.result is None:
+        problems.append("no RESULT line")
+    unreadable = [w for w in p.warnings if "unreadable" in w or "does not start" in w]
+    if unreadable:
+        problems.append(f"{len(unreadable)} unreadable line(s), first: {unreadable[0]}")
+    if problems:
+        return Check("complete", False, "; ".join(problems))
+    return Check("complete", True, f"validated at step {v.step}/{t.total_steps} (line {v.line})")
+
+
+# ---- target -----------------------------------------------------------------------------------------------
+
+def _target(runs: list[Run], track: dict) -> tuple[list[Check], dict]:
+    target, sig = track["target"], track["significance"]
+    alpha, dedupe = sig.get("alpha", 0.01), sig.get("dedupe", True)
+    first_seen: dict[tuple, Run] = {}
+    copy_of: dict[int, Run] = {}
+    for r in runs:
+        key = tuple((p.step, p.loss) for p in r.trial.val)  # the trajectory: a copy with edited times is still a copy
+        if key in first_seen and r.trial.val and dedupe:
+            copy_of[id(r)] = first_seen[key]
+        else:
+            first_seen.setdefault(key, r)
+    counted = [r for r in runs if id(r) not in copy_of and r.val_loss is not None and math.isfinite(r.val_loss)]
+    losses = [r.val_loss for r in counted]
+    n = len(losses)
+    mean = fmean(losses) if losses else None
+    copies = f"; {len(copy_of)} copied run(s) counted once" if copy_of else ""
+    p_value = None
+    if "margin" in sig.get("test", ""):  # track-3 style: (target − mean)·√n ≥ c
+        c = sig["c"]
+        across_ok = n >= 1 and stats.meets_margin(losses, target, c)
+        across = (f"mean {mean:.5f} over {n} run(s){copies}: (target − mean)·√n = "
+                  f"{stats.margin(losses, target):.5f} {'≥' if across_ok else '<'} {c}") if n else "no val loss"
+    elif n >= 2:
+        test = stats.t_test(losses, target)
+        p_value = test.p_value
+        across_ok = mean <= target and test.significant(alpha)
+        across = (f"mean {mean:.5f} ≤ {target}? over {n} run(s){copies}: t = {test.t:.3f}, "
+                  f"p = {test.p_value:.3g} {'<' if test.significant(alpha) else '≥'} α {alpha}")
+    else:
+        across_ok = False
+        across = (f"{n} distinct run(s){copies}: the one-sided t-test (p < {alpha}) needs at least 2"
+                  + (f" (mean {mean:.5f} vs target {target})" if n else ""))
+    checks = []
+    for r in runs:
+        if id(r) in copy_of:
+            checks.append(Check("target", False, f"identical trajectory to {copy_of[id(r)].file}: a copy, "
+                                                 f"counted once; {across}"))
+        elif r.val_loss is None or not math.isfinite(r.val_loss):
+            checks.append(Check("target", False, f"no final val loss; {across}"))
+        else:
+            checks.append(Check("target", across_ok, f"final val_loss {r.val_loss}; {across}"))
+    times = [r.train_time_ms for r in counted if r.train_time_ms is not None]
+    summary = {"n": n, "mean_val_loss": mean, "p_value": p_value,
+               "mean_train_time_ms": fmean(times) if times else None}
+    if len(times) >= 2:
+        ci = stats.mean_ci(times)
+        summary["train_time_ms_ci95"] = [ci.lo, ci.hi]
+    return checks, summary
+
+
+# ---- timing -----------------------------------------------------------------------------------------------
+
+def _timing(r: Run) -> Check:
+    t, era = r.trial, r.log.era
+    if era == logs.ERA_LLMC:
+        return Check("timing", False, "llm.c logs carry no train_time: nothing to time")
+    points = sorted(t.val + t.train, key=lambda p: p.line)
+    problems = []
+    prev = None
+    for p in points:
+        if p.time_ms is None:
+            problems.append(f"line {p.line}: step {p.step} has no train_time")
+            continue
+        if prev is not None:
+            if p.step < prev.step:
+                problems.append(f"line {p.line}: step {p.step} after step {prev.step}")
+            elif p.time_ms < prev.time_ms:
+                reset = era == logs.ERA_RESET10 and prev.step == 10 and p.step == 11
+                if not reset:
+                    problems.append(f"line {p.line}: train_time {p.time_ms:g} ms < {prev.time_ms:g} ms at line "
+                                    f"{prev.line}" + (" (the old rule resets only after step 10)"
+                                                      if era == logs.ERA_RESET10 else ""))
+        # step_avg = train_time / timed steps (or, in track-3 logs, the mean over the steps since the
+        # previous line); print rounding allows 1 ms on the times and 0.005 ms per step on the average.
+        timed = p.step - 10 if era == logs.ERA_RESET10 else p.step
+        if p.step_avg_ms is not None and timed > 0:
+            ok = abs(p.step_avg_ms * timed - p.time_ms) <= 1.0 + 0.0051 * timed
+            if not ok and prev is not None and prev.time_ms is not None and p.step > prev.step:
+                span = p.step - prev.step
+                ok = abs(p.step_avg_ms * span - (p.time_ms - prev.time_ms)) <= 1.0 + 0.0051 * span
+            if not ok:
+                problems.append(f"line {p.line}: step_avg {p.step_avg_ms} ms × {timed} steps ≠ train_time "
+                                f"{p.time_ms:g} ms")
+        prev = p
+    v = t.final_val
+    claim = ""
+    if t.result is not None and v is not None:
+        claimed = t.result.get("train_time_ms")
+        if not isinstance(claimed, (int, float)) or v.time_ms is None or abs(claimed - v.time_ms) > 0.51:
+            problems.append(f"RESULT train_time_ms {claimed} ≠ last val line's {v.time_ms} (line {v.line})")
+        claimed_loss = t.result.get("val_loss")
+        if not isinstance(claimed_loss, (int, float)) or v.loss is None or abs(claimed_loss - v.loss) > 5.01e-5:
+            problems.append(f"RESULT val_loss {claimed_loss} ≠ last val line's {v.loss} (line {v.line})")
+        claim = "; RESULT agrees"
+    if problems:
+        more = f" (+{len(problems) - 3} more)" if len(problems) > 3 else ""
+        return Check("timing", False, "; ".join(problems[:3]) + more)
+    final = "-" if v is None or v.time_ms is None else f"{v.time_ms / 1000:.3f} s"
+    return Check("timing", True, f"{len(points)} step lines monotonic under the {era} rule, step_avg consistent; "
+                                 f"train time {final}{claim}")
+
+
+# ---- hardware ---------------------------------------------------------------------------------------------
+
+def _hardware(r: Run, track: dict) -> Check:
+    hw = track["hardware"]
+    env = r.log.env
+    ws = env.speedrun.get("world_size")
+    if hw.get("accelerator") == "cpu":
+        if env.gpus is not None or env.speedrun.get("device", "cpu") != "cpu":
+            return Check("hardware", False, f"the track runs on CPU; this run used {_gpus(env)}")
+        if ws is not None and int(ws) != hw.get("count", 1):
+            return Check("hardware", False, f"world_size {ws}; the track requires {hw.get('count', 1)} process(es)")
+        if env.cpu is None:
+            return Check("hardware", False, "no CPU line in the environment block")
+        return Check("hardware", True, f"CPU: {env.cpu}")
+    g = env.gpus
+    if g is None:
+        return Check("hardware", False, f"no GPU listing (nvidia-smi or its substitutes) in the log; "
+                                        f"the track requires {hw['count']}× {hw['model']}")
+    problems = []
+    if g.count != hw["count"]:
+        problems.append(f"{g.count} GPU(s), the track requires {hw['count']}")
+    if not re.search(rf"\b{re.escape(hw['model'])}\b", g.model or ""):
+        problems.append(f"GPU model {g.model!r} is not {hw['model']}")
+    if ws is not None and int(ws) != hw["count"]:
+        problems.append(f"world_size {ws}, the track requires {hw['count']}")
+    if problems:
+        return Check("hardware", False, "; ".join(problems))
+    return Check("hardware", True, f"{g.count}× {g.model} ({g.source})")
+
+
+def _gpus(env: logs.Environment) -> str:
+    return "a GPU" if env.gpus is None else f"{env.gpus.count}× {env.gpus.model}"
+
+
+# ---- code -------------------------------------------------------------------------------------------------
+
+def _code(runs: list[Run], track: dict, script_text: str | None) -> list[Check]:
+    banned = [(re.compile(b["pattern"]), b.get("why", b["pattern"])) for b in track.get("rules", {}).get("banned", [])]
+    ref = runs[0] if runs else None
+    violations: dict[int, list[str]] = {}  # per parsed log: live-code lines that match a banned pattern
+    out = []
+    for r in runs:
+        src = r.log.sources
+        if not src:
+            out.append(Check("code", False, "no embedded source (llm.c logs carry none)"))
+            continue
+        problems = []
+        if r is not ref and src != ref.log.sources:
+            problems.append(_differs(src, ref.log.sources, ref.file))
+        if script_text is not None and src.get(logs.MAIN_FILE) != script_text:
+            problems.append("embedded " + _differs({logs.MAIN_FILE: src.get(logs.MAIN_FILE, "")},
+                                                   {logs.MAIN_FILE: script_text}, "--script"))
+        if id(r.log) not in violations:
+            violations[id(r.log)] = [f"{name}:{line_no}: {why}" for name, text in src.items()
+                                     for line_no, line in _live_lines(text)
+                                     for pattern, why in banned if pattern.search(line)]
+        if violations[id(r.log)]:
+            v = violations[id(r.log)]
+            problems.append(f"banned pattern in live code: {'; '.join(v[:3])}" + (f" (+{len(v) - 3})" if len(v) > 3 else ""))
+        if problems:
+            out.append(Check("code", False, "; ".join(problems)))
+        else:
+            same = " = --script" if script_text is not None else ""
+            out.append(Check("code", True, f"{len(src)} file(s), sha256 {r.log.code_sha256[:12] if r.log.code_sha256 else '-'}"
+                                           f"{same}, same in all {len(runs)} run(s); no banned pattern "
+                                           f"({len(banned)} checked)"))
+    return out
+
+
+def _differs(a: dict[str, str], b: dict[str, str], other: str) -> str:
+    if set(a) != set(b):
+        return f"files {sorted(a)} differ from {other}'s {sorted(b)}"
+    for name in a:
+        if a[name] != b[name]:
+            la, lb = a[name].split("\n"), b[name].split("\n")
+            k = next((i for i, (x, y) in enumerate(zip(la, lb)) if x != y), min(len(la), len(lb)))
+            return f"{name} differs from {other}'s at line {k + 1}"
+    return f"source differs from {other}'s"
+
+
+def _live_lines(text: str):
+    """(line number, line without comments) for every line of Python source; comments are not code."""
+    lines = text.split("\n")
+    try:
+        for tok in tokenize.generate_tokens(io.StringIO(text).readline):
+            if tok.type == tokenize.COMMENT:
+                (row, col), _ = tok.start, tok.end
+                lines[row - 1] = lines[row - 1][:col]
+    except (tokenize.TokenError, IndentationError, SyntaxError):
+        # Not tokenizable (cut or not Python): drop only whole-line comments, keep the rest as live.
+        lines = ["" if line.lstrip().startswith("#") else line for line in lines]
+    return [(i + 1, line) for i, line in enumerate(lines) if line.strip()]
+
+
+# ---- provenance -------------------------------------------------------------------------------------------
+
+def _provenance(r: Run, track: dict) -> Check:
+    p, t = r.log, r.trial
+    stated, actual = p.env.code_sha256, p.code_sha256s
+    problems = []
+    for name in sorted(set(stated) | set(actual)):
+        if name not in actual:
+            problems.append(f"env block hashes {name}, which is not embedded")
+        elif name not in stated:
+            problems.append(f"{name} is embedded but has no code_sha256 line")
+        elif stated[name] != actual[name]:
+            problems.append(f"{name}: env code_sha256 {stated[name][:12]}… ≠ embedded text's {actual[name][:12]}…")
+    res = t.result or {}
+    if res.get("code_sha256") != p.code_sha256:
+        problems.append(f"RESULT code_sha256 {str(res.get('code_sha256'))[:12]}… ≠ embedded train_gpt.py's "
+                        f"{str(p.code_sha256)[:12]}…")
+    if res.get("data_sha256") != p.env.data_sha256:
+        problems.append(f"RESULT data_sha256 {str(res.get('data_sha256'))[:12]}… ≠ env block's "
+                        f"{str(p.env.data_sha256)[:12]}…")
+    if not p.env.data_sha256:
+        problems.append("no data_sha256 in the env block")
+    logged_track = p.env.speedrun.get("track")
+    if logged_track != track["name"] or res.get("track", logged_track) != logged_track:
+        problems.append(f"log says track {logged_track} (RESULT: {res.get('track')}); verifying {track['name']}")
+    for key in ("seed", "run_id"):
+        if key in res and str(res[key]) != p.env.speedrun.get(key):
+            problems.append(f"RESULT {key} {res[key]} ≠ env block's {p.env.speedrun.get(key)}")
+    if problems:
+        return Check("provenance", False, "; ".join(problems))
+    return Check("provenance", True, f"code and data hashes agree ({len(actual)} file(s), data "
+                                     f"{p.env.data_sha256[:12]}…)")

@@ -127,6 +127,116 @@ def cmd_verify(args) -> int:
     return EXIT_OK if verdict.ok else EXIT_FAIL
 
 
+# ---- diff: what changed between two runs or records -------------------------------------------------
+
+def cmd_diff(args) -> int:
+    from harness import diff
+
+    d = diff.diff(args.a, args.b, context=args.context)
+    if args.plot:
+        diff.plot(d, args.plot)
+    if args.json:
+        _print_json(d.to_json())
+    else:
+        diff.render(d, _console())
+        if args.plot:
+            print(f"plot: {args.plot}")
+    return EXIT_OK  # a diff is not a check
+
+
+# ---- record / ledger / leaderboard / import: the ledger is the source of truth ------------------------
+
+def _contributors(values) -> list[str]:
+    return [c.strip() for v in values or [] for c in v.split(",") if c.strip()]
+
+
+def cmd_record_add(args) -> int:
+    from harness import ledger
+
+    readme = None
+    if args.readme:
+        try:
+            readme = open(args.readme, encoding="utf-8").read()
+        except OSError as e:
+            raise UsageError(f"--readme {args.readme}: cannot read ({e.strerror})") from None
+    try:
+        added = ledger.add(args.logs, args.track, args.title, contributors=_contributors(args.contributors),
+                           parent=args.parent, date=args.date, unofficial=args.unofficial, readme=readme)
+    except ledger.Refused as e:
+        if args.json:
+            _print_json({"recorded": False, "reason": str(e), "verdict": e.verdict.to_json()})
+        else:
+            print(f"speedrun: {e}", file=sys.stderr)
+        return EXIT_FAIL
+    rec = added.record
+    if args.json:
+        _print_json({"recorded": True, "record": rec.to_json(), "ledger_line": added.line, "notes": added.notes})
+        return EXIT_OK
+    c = _console()
+    kind = "[green]official[/]" if rec.official else "[yellow]unofficial[/] (verification failed)"
+    c.print(f"recorded [bold]{rec.id}[/] ({kind}) → records/{rec.id}/; ledger seq {added.line['seq']}, "
+            f"hash {added.line['hash'][:16]}…; leaderboard.md regenerated")
+    for n in added.notes:
+        c.print(f"[yellow]note[/]: {n}", highlight=False)
+    return EXIT_OK
+
+
+def cmd_ledger_check(args) -> int:
+    from harness import ledger
+
+    rep = ledger.check()
+    if args.json:
+        _print_json(rep.to_json())
+        return EXIT_OK if rep.ok else EXIT_FAIL
+    c = _console()
+    if not rep.ok:
+        b = rep.broken
+        c.print(f"[bold red]BROKEN[/] at ledger seq {b['seq']}" + (f" ({b['id']})" if b["id"] else "")
+                + f": {b['file']}: {b['problem']}", highlight=False)
+        c.print(f"{len(rep.records)} record(s) before it are intact.")
+        return EXIT_FAIL
+    if rep.records:
+        from rich.table import Table
+
+        t = Table(title="speedrun ledger check")
+        for col in ("track", "records", "official", "latest"):
+            t.add_column(col)
+        for name in sorted({r.track for r in rep.records}):
+            rs = [r for r in rep.records if r.track == name]
+            t.add_row(name, str(len(rs)), str(sum(r.official for r in rs)), rs[-1].id)
+        c.print(t)
+    c.print(f"[bold green]INTACT[/]: {len(rep.records)} record(s), {rep.files} file(s) re-hashed; "
+            f"head {rep.head[:16]}…", highlight=False)
+    return EXIT_OK
+
+
+def cmd_leaderboard(args) -> int:
+    from pathlib import Path
+
+    from harness import leaderboard
+
+    info = leaderboard.write(include_unofficial=args.all, plot=not args.no_plot,
+                             out=Path(args.out) if args.out else None)
+    if args.json:
+        _print_json(info)
+    else:
+        n = sum(len(v) for v in info["tracks"].values())
+        _console().print(f"{info['file']}: {n} record(s) over {len(info['tracks'])} track(s)"
+                         + (f"; plots {', '.join(info['plots'])}" if info["plots"] else ""), highlight=False)
+    return EXIT_OK
+
+
+def cmd_import(args) -> int:
+    from harness import importer
+
+    plan = importer.import_tree(args.dir, args.track, dry_run=args.dry_run)
+    if args.json:
+        _print_json(plan.to_json())
+    else:
+        importer.show(plan, _console())
+    return EXIT_OK
+
+
 # ---- the parser --------------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
@@ -162,6 +272,49 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--script", help="the train_gpt.py every run must have embedded, byte for byte")
     v.add_argument("--json", action="store_true", help="print the verdict as JSON")
     v.set_defaults(func=cmd_verify)
+
+    df = sub.add_parser("diff", help="code, hyperparameter, environment and metric changes from A to B")
+    df.add_argument("a", metavar="A", help="a log file, a record folder, or a record id like tiny-cpu/0001")
+    df.add_argument("b", metavar="B", help="the same kinds as A")
+    df.add_argument("--context", type=int, default=3, metavar="N", help="lines of context in code diffs (default 3)")
+    df.add_argument("--plot", metavar="FILE", help="write a PNG of the val-loss curves (vs step and vs time)")
+    df.add_argument("--json", action="store_true", help="print the diff as JSON")
+    df.set_defaults(func=cmd_diff)
+
+    rc = sub.add_parser("record", help="store verified runs as a record in the ledger")
+    rsub = rc.add_subparsers(dest="action", required=True, metavar="ACTION")
+    ra = rsub.add_parser("add", help="verify logs, store them with their script, append the ledger, "
+                                     "regenerate leaderboard.md; exit 1 (nothing written) if verification fails")
+    ra.add_argument("logs", nargs="+", metavar="LOG", help="run log(s); the first one's embedded source is stored")
+    ra.add_argument("--track", required=True, help="track the runs were timed on")
+    ra.add_argument("--title", required=True, help="one line: what the record does (also its folder slug)")
+    ra.add_argument("--contributors", action="append", metavar="A,B", help="names, comma-separated (repeatable)")
+    ra.add_argument("--parent", help="id of the record this one improves on (default: the track's latest official)")
+    ra.add_argument("--date", help="YYYY-MM-DD (default: today, UTC)")
+    ra.add_argument("--readme", metavar="FILE", help="the 'what changed and why' text for the record's README.md")
+    ra.add_argument("--unofficial", action="store_true", help="record it even if verification fails, marked unofficial")
+    ra.add_argument("--json", action="store_true", help="print the record and its ledger line as JSON")
+    ra.set_defaults(func=cmd_record_add)
+
+    lc = sub.add_parser("ledger", help="check the records ledger")
+    lsub = lc.add_subparsers(dest="action", required=True, metavar="ACTION")
+    lk = lsub.add_parser("check", help="re-derive every hash and file sha256; exit 1 naming the first break")
+    lk.add_argument("--json", action="store_true", help="print the report as JSON")
+    lk.set_defaults(func=cmd_ledger_check)
+
+    lb = sub.add_parser("leaderboard", help="regenerate leaderboard.md and the progression plots from the ledger")
+    lb.add_argument("--all", action="store_true", help="include unofficial records")
+    lb.add_argument("--out", metavar="FILE", help="write the markdown here instead of leaderboard.md")
+    lb.add_argument("--no-plot", action="store_true", help="skip the PNG plots (no matplotlib needed)")
+    lb.add_argument("--json", action="store_true", help="print what was written as JSON")
+    lb.set_defaults(func=cmd_leaderboard)
+
+    im = sub.add_parser("import", help="import a public records tree (<date>_<name>/ folders of logs) into the ledger")
+    im.add_argument("dir", metavar="DIR", help="e.g. modded-nanogpt/records/track_1_short")
+    im.add_argument("--track", required=True, help="track the imported records belong to")
+    im.add_argument("--dry-run", action="store_true", help="print the plan, write nothing")
+    im.add_argument("--json", action="store_true", help="print the plan/result as JSON")
+    im.set_defaults(func=cmd_import)
 
     m = sub.add_parser("main", help="the main job for this machine (what ./run.sh runs)")
     m.set_defaults(func=cmd_main)

@@ -1,0 +1,545 @@
+"""Diffs between two runs or records: code, hyperparameters, environment, metrics (`speedrun diff A B`).
+
+A side is a log file, a record folder, or a record id (`<track>/<NNNN>[_<slug>]` under records/).
+Hyperparameters are read from the source with `ast` and a tiny constant evaluator: code found in a
+log or a record is never executed (a reviewer diffs untrusted logs). Standard library only; the
+plot imports matplotlib inside `plot()`.
+"""
+from __future__ import annotations
+
+import ast
+import difflib
+import json
+import math
+import operator
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from statistics import fmean, variance
+
+from harness import logs, stats
+from harness.errors import InputError
+from harness.track import records_dir
+
+RECORD_ID = re.compile(r"^([A-Za-z0-9][\w.-]*)/(\d{4})(?:_([\w.-]+))?$")
+LOG_GLOBS = ("*.txt", "*.log")
+LEVEL = 0.95
+
+
+class Unreadable:
+    """A hyperparameter value that is not a constant (a call, a name, an f-string): shown, never run."""
+    __slots__ = ("source",)
+
+    def __init__(self, source: str):
+        self.source = source
+
+    def __eq__(self, other):
+        return isinstance(other, Unreadable) and other.source == self.source
+
+    def __hash__(self):
+        return hash(self.source)
+
+    def __repr__(self):
+        return f"<unreadable: {self.source}>"
+
+
+ABSENT = object()  # a name one side defines and the other does not
+
+
+# ---- sides -------------------------------------------------------------------------------------------
+
+@dataclass
+class Side:
+    spec: str                      # what the user typed
+    kind: str                      # "log" or "record"
+    path: Path
+    logs: list[logs.ParsedLog]
+    sources: dict[str, str]        # path → text: the record's snapshot, else the (first) log's embedded files
+    record_id: str | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    def runs(self) -> list[tuple[str, int, logs.Trial]]:
+        """Every trial of every log: (log file, trial index, trial)."""
+        return [(p.file, k, t) for p in self.logs for k, t in enumerate(p.trials)]
+
+
+def resolve(spec: str) -> Side:
+    """A log file, a record folder, or a record id; anything else is an InputError naming what was tried."""
+    p = Path(spec)
+    if p.is_file():
+        return _log_side(spec, p)
+    if p.is_dir():
+        return _record_side(spec, p)
+    tried = [f"{p}: no such file or folder"]
+    m = RECORD_ID.match(spec)
+    if m:
+        track_dir = records_dir() / m.group(1)
+        if m.group(3):
+            folder = track_dir / f"{m.group(2)}_{m.group(3)}"
+            if folder.is_dir():
+                return _record_side(spec, folder)
+            tried.append(f"record {folder}: no such folder")
+        else:
+            hits = sorted(d for d in track_dir.glob(f"{m.group(2)}_*") if d.is_dir())
+            if len(hits) == 1:
+                return _record_side(spec, hits[0])
+            tried.append(f"record {track_dir}/{m.group(2)}_*: " +
+                         ("no such folder" if not hits else f"ambiguous ({', '.join(h.name for h in hits)})"))
+    else:
+        tried.append(f"not a record id like tiny-cpu/0001 or tiny-cpu/0001_slug (records live in {records_dir()})")
+    raise InputError(f"cannot resolve {spec!r}: " + "; ".join(tried) +
+                     f". Give a log file, a record folder, or a record id (ls {records_dir()}/<track>/)")
+
+
+def _log_side(spec: str, path: Path) -> Side:
+    parsed = logs.parse_file(path)
+    return Side(spec, "log", path, [parsed], dict(parsed.sources))
+
+
+def _record_side(spec: str, folder: Path) -> Side:
+    log_files = sorted({f for g in LOG_GLOBS for f in (folder / "logs").glob(g) if f.is_file()})
+    parsed = [logs.parse_file(f) for f in log_files]
+    # The snapshot is every embedded file as `record add` stored it, at its embedded path (train_gpt.py,
+    # kernels/…, or a public log's triton_kernels.py): the .py files outside logs/, and any other name a log embeds.
+    names = {f.relative_to(folder).as_posix() for f in folder.rglob("*.py") if f.is_file()}
+    inside = folder.resolve()
+    names |= {n for p in parsed for n in p.sources  # a name like ../x must not read outside the record
+              if (folder / n).is_file() and (folder / n).resolve().is_relative_to(inside)}
+    snapshot = {n: (folder / n).read_text(encoding="utf-8", errors="replace")
+                for n in sorted(names) if not n.startswith("logs/")}
+    if not snapshot and not log_files:
+        raise InputError(f"{folder}: not a record folder (no {logs.MAIN_FILE} and no logs/*.txt); "
+                         "give a log file or a folder made by `speedrun record add`")
+    try:
+        rid = folder.resolve().relative_to(records_dir().resolve()).as_posix()
+    except ValueError:
+        rid = f"{folder.resolve().parent.name}/{folder.resolve().name}"
+    side = Side(spec, "record", folder, parsed, snapshot or _first_sources(parsed), record_id=rid)
+    if not snapshot:
+        side.warnings.append(f"{folder}: no {logs.MAIN_FILE} snapshot; using the code embedded in the logs")
+    # The snapshot is what the record claims was run; each log's embedded code should be that, byte for byte.
+    for p in parsed:
+        for name, text in p.sources.items():
+            if name not in side.sources:
+                side.warnings.append(f"{p.file}: embeds {name}, which the record's snapshot lacks")
+            elif text != side.sources[name]:
+                side.warnings.append(f"{p.file}: embedded {name} differs from the record's snapshot")
+    return side
+
+
+def _first_sources(parsed: list[logs.ParsedLog]) -> dict[str, str]:
+    return dict(next((p.sources for p in parsed if p.sources), {}))
+
+
+# ---- hyperparameters: read from the source, never executed ------------------------------------------
+
+_BINOPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
+           ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod, ast.Pow: operator.pow}
+
+
+def constant(node: ast.AST):
+    """The value of a literal, or of simple arithmetic on numeric literals (`48 * 1024`, `-3e-4`, tuples
+    of those); anything else is an Unreadable carrying its source text. Nothing is executed."""
+    try:
+        return ast.literal_eval(node)
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        pass
+    try:
+        return _arith(node)
+    except (ValueError, TypeError, ArithmeticError, RecursionError):
+        return Unreadable(ast.unparse(node))
+
+
+def _arith(node: ast.AST):
+    if isinstance(node, ast.Constant) and _is_number(node.value):
+        return node.value
+    if isinstance(node, (ast.Tuple, ast.List)):
+        items = [_arith(e) if not isinstance(e, ast.Constant) else e.value for e in node.elts]
+        return tuple(items) if isinstance(node, ast.Tuple) else items
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+        v = _arith(node.operand)
+        return -v if isinstance(node.op, ast.USub) else +v
+    if isinstance(node, ast.BinOp) and type(node.op) in _BINOPS:
+        a, b = _arith(node.left), _arith(node.right)
+        if not (_is_number(a) and _is_number(b)):
+            raise TypeError("arithmetic on numbers only")
+        if isinstance(node.op, ast.Pow) and (abs(b) > 64 or abs(a) > 2 ** 64):
+            raise ValueError("power too large to evaluate safely")  # 10**10**10 would hang
+        return _BINOPS[type(node.op)](a, b)
+    raise ValueError(f"not a constant: {type(node).__name__}")
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+@dataclass
+class HyperSource:
+    """What the source says: the class defaults, each preset's overrides, and what could not be found."""
+    defaults: dict[str, object]
+    presets: dict[str, dict[str, object]]
+    module_args: dict[str, object] | None  # keyword overrides of a module-level `args = Hyperparameters(...)`
+    note: str | None = None                # why nothing was found
+
+
+def read_source(source: str) -> HyperSource:
+    """`class Hyperparameters` field defaults and `PRESETS = {name: Hyperparameters(...)}` overrides."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError as e:
+        return HyperSource({}, {}, None, f"the source does not parse (line {e.lineno}: {e.msg})")
+    cls = next((n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "Hyperparameters"), None)
+    defaults = {}
+    if cls is not None:
+        for st in cls.body:
+            if isinstance(st, ast.AnnAssign) and isinstance(st.target, ast.Name) and st.value is not None:
+                defaults[st.target.id] = _default(st.value)
+            elif isinstance(st, ast.Assign) and len(st.targets) == 1 and isinstance(st.targets[0], ast.Name):
+                defaults[st.targets[0].id] = _default(st.value)  # the older, un-annotated class attributes
+    presets, module_args = {}, None
+    for st in tree.body:
+        target, value = _assignment(st)
+        if target == "PRESETS" and isinstance(value, ast.Dict):
+            for k, v in zip(value.keys, value.values):
+                if isinstance(k, ast.Constant) and isinstance(k.value, str) and _is_hyper_call(v):
+                    presets[k.value] = {kw.arg: constant(kw.value) for kw in v.keywords if kw.arg}
+        elif target == "args" and _is_hyper_call(value):
+            module_args = {kw.arg: constant(kw.value) for kw in value.keywords if kw.arg}
+    note = None if cls is not None or presets else "no class Hyperparameters and no PRESETS in the source"
+    return HyperSource(defaults, presets, module_args, note)
+
+
+def _default(node: ast.AST):
+    # `x: tuple = field(default=(1, 2))`: read the default keyword; default_factory stays unreadable.
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "field":
+        kw = next((k for k in node.keywords if k.arg == "default"), None)
+        if kw is not None:
+            return constant(kw.value)
+    return constant(node)
+
+
+def _assignment(st: ast.stmt) -> tuple[str | None, ast.AST | None]:
+    if isinstance(st, ast.Assign) and len(st.targets) == 1 and isinstance(st.targets[0], ast.Name):
+        return st.targets[0].id, st.value
+    if isinstance(st, ast.AnnAssign) and isinstance(st.target, ast.Name):
+        return st.target.id, st.value
+    return None, None
+
+
+def _is_hyper_call(node) -> bool:
+    f = getattr(node, "func", None) if isinstance(node, ast.Call) else None
+    return (isinstance(f, ast.Name) and f.id == "Hyperparameters") or \
+        (isinstance(f, ast.Attribute) and f.attr == "Hyperparameters")
+
+
+def hyperparameters(side: Side) -> tuple[dict[str, object], str]:
+    """The side's hyperparameters and where they came from: the preset its logs name, else the source's
+    only preset, else the class defaults (or, for public logs, a module-level `args = Hyperparameters(...)`)."""
+    main = side.sources.get(logs.MAIN_FILE)
+    name = logs.MAIN_FILE
+    if main is None or "Hyperparameters" not in main:
+        name, main = next(((n, s) for n, s in side.sources.items() if "class Hyperparameters" in s), (name, main))
+    if main is None:
+        return {}, "nothing found: no source code on this side"
+    hs = read_source(main)
+    if hs.note:
+        return {}, f"nothing found in {name}: {hs.note}"
+    named = sorted({p.env.speedrun["preset"] for p in side.logs if "preset" in p.env.speedrun})
+    if len(named) > 1:
+        side.warnings.append(f"the logs name several presets ({', '.join(named)}); using {named[0]!r}")
+    if named and named[0] in hs.presets:
+        return {**hs.defaults, **hs.presets[named[0]]}, f"preset {named[0]!r} (named in the log's env line)"
+    if named:
+        side.warnings.append(f"the logs name preset {named[0]!r}, which {name} does not define")
+    if len(hs.presets) == 1:
+        (only, over), = hs.presets.items()
+        return {**hs.defaults, **over}, f"preset {only!r} (the only one in {name})"
+    if hs.module_args:
+        return {**hs.defaults, **hs.module_args}, f"module-level args = Hyperparameters(...) in {name}"
+    why = f"{len(hs.presets)} presets, none named" if hs.presets else "no PRESETS"
+    return dict(hs.defaults), f"class Hyperparameters defaults in {name} ({why})"
+
+
+# ---- environment -------------------------------------------------------------------------------------
+
+def environment(side: Side) -> dict[str, str | None]:
+    """Versions, hardware and run settings as one string each; several logs that disagree are joined."""
+    def one(p: logs.ParsedLog) -> dict[str, str | None]:
+        e, g = p.env, p.env.gpus
+        return {"python": e.python, "torch": e.torch, "cuda": e.cuda, "triton": e.triton,
+                "gpus": None if g is None else f"{g.count}× {g.model or '?'}", "cpu": e.cpu,
+                "track": e.speedrun.get("track"), "preset": e.speedrun.get("preset"),
+                "world_size": e.speedrun.get("world_size"), "device": e.speedrun.get("device"),
+                "data_sha256": e.data_sha256}
+    rows = [one(p) for p in side.logs]
+    keys = list(rows[0]) if rows else []
+    out = {}
+    for k in keys:
+        vals = sorted({r[k] for r in rows if r[k] is not None})
+        out[k] = " | ".join(vals) if vals else None
+    return out
+
+
+# ---- metrics -----------------------------------------------------------------------------------------
+
+def run_metrics(side: Side) -> list[dict]:
+    """Per run: final val loss, train time at the final val point, final step (None where the log lacks it)."""
+    out = []
+    for file, k, t in side.runs():
+        v = t.final_val
+        loss = v.loss if v is not None and v.loss is not None and math.isfinite(v.loss) else None
+        out.append({"file": file, "trial": k, "val_loss": loss, "train_time_ms": v.time_ms if v else None,
+                    "steps": t.final_step})
+    return out
+
+
+def compare(a: list[float], b: list[float], level: float = LEVEL) -> dict:
+    """mean(B) − mean(A) with a Welch t interval (unequal variances); no interval with one run on a side."""
+    r = {"a_mean": fmean(a) if a else None, "b_mean": fmean(b) if b else None, "delta": None,
+         "ci95": None, "n_a": len(a), "n_b": len(b), "relative": None}
+    if not a or not b:
+        r["note"] = f"no runs with this metric on side {'A' if not a else 'B'}"
+        return r
+    r["delta"] = r["b_mean"] - r["a_mean"]
+    r["relative"] = r["delta"] / r["a_mean"] if r["a_mean"] else None
+    if len(a) < 2 or len(b) < 2:
+        one = " and ".join(t for t, xs in (("A", a), ("B", b)) if len(xs) < 2)
+        r["note"] = f"CI unavailable: one run on {'sides' if ' and ' in one else 'side'} {one}"
+        return r
+    r["ci95"] = list(welch_interval(a, b, level))
+    return r
+
+
+def welch_interval(a: list[float], b: list[float], level: float = LEVEL) -> tuple[float, float]:
+    """Two-sided interval on mean(b) − mean(a), Welch–Satterthwaite degrees of freedom."""
+    va, vb = variance(a) / len(a), variance(b) / len(b)
+    d = fmean(b) - fmean(a)
+    se2 = va + vb
+    if se2 == 0:  # every run equal on both sides: the difference is exactly known
+        return d, d
+    df = se2 ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
+    half = stats.t_ppf(0.5 + level / 2, df) * math.sqrt(se2)
+    return d - half, d + half
+
+
+def metrics(a: Side, b: Side) -> dict:
+    ra, rb = run_metrics(a), run_metrics(b)
+    col = (lambda rows, k: [r[k] for r in rows if r[k] is not None])
+    out = {k: compare(col(ra, k), col(rb, k)) for k in ("val_loss", "train_time_ms", "steps")}
+    t = out["train_time_ms"]
+    t["speedup"] = t["a_mean"] / t["b_mean"] if t["a_mean"] and t["b_mean"] else None  # > 1: B is faster
+    return out
+
+
+# ---- code --------------------------------------------------------------------------------------------
+
+def code_diff(a: dict[str, str], b: dict[str, str], context: int = 3) -> list[dict]:
+    """One entry per embedded file on either side: same, changed, added (only in B) or removed (only in A)."""
+    out = []
+    for name in sorted(set(a) | set(b), key=lambda n: (n != logs.MAIN_FILE, n)):
+        ta, tb = a.get(name), b.get(name)
+        status = "added" if ta is None else "removed" if tb is None else "same" if ta == tb else "changed"
+        text = "" if status == "same" else "".join(difflib.unified_diff(
+            _lines(ta), _lines(tb), "/dev/null" if ta is None else f"a/{name}",
+            "/dev/null" if tb is None else f"b/{name}", n=context))
+        out.append({"file": name, "status": status, "diff": text})
+    return out
+
+
+def _lines(text: str | None) -> list[str]:
+    if text is None:
+        return []
+    lines = text.splitlines(keepends=True)
+    if lines and not lines[-1].endswith("\n"):
+        lines[-1] += "\n\\ No newline at end of file\n"
+    return lines
+
+
+# ---- the whole diff ----------------------------------------------------------------------------------
+
+@dataclass
+class Diff:
+    a: Side
+    b: Side
+    code: list[dict]
+    hyper_a: dict[str, object]
+    hyper_b: dict[str, object]
+    hyper_from: tuple[str, str]
+    env_a: dict
+    env_b: dict
+    metrics: dict
+
+    @property
+    def hyperparameters(self) -> list[dict]:
+        """Only the names whose values differ (absent on one side counts as different)."""
+        names = list(self.hyper_a) + [n for n in self.hyper_b if n not in self.hyper_a]
+        return [{"name": n, "a": self.hyper_a.get(n, ABSENT), "b": self.hyper_b.get(n, ABSENT)}
+                for n in names if self.hyper_a.get(n, ABSENT) != self.hyper_b.get(n, ABSENT)]
+
+    @property
+    def environment(self) -> list[dict]:
+        return [{"name": k, "a": self.env_a.get(k), "b": self.env_b.get(k)}
+                for k in dict.fromkeys([*self.env_a, *self.env_b]) if self.env_a.get(k) != self.env_b.get(k)]
+
+    def to_json(self) -> dict:
+        """The `speedrun diff --json` contract (add keys, never rename)."""
+        return {"a": _describe(self.a, self.hyper_from[0], self.hyper_a, self.env_a),
+                "b": _describe(self.b, self.hyper_from[1], self.hyper_b, self.env_b),
+                "code": self.code,
+                "hyperparameters": [{"name": h["name"], "a": _jsonable(h["a"]), "b": _jsonable(h["b"])}
+                                    for h in self.hyperparameters],
+                "environment": self.environment,
+                "metrics": self.metrics}
+
+
+def _describe(s: Side, hyper_from: str, hyper: dict, env: dict) -> dict:
+    return {"spec": s.spec, "kind": s.kind, "path": str(s.path), "record_id": s.record_id,
+            "logs": [p.file for p in s.logs], "runs": run_metrics(s), "files": sorted(s.sources),
+            "hyperparameters_from": hyper_from, "hyperparameters": {k: _jsonable(v) for k, v in hyper.items()},
+            "environment": env, "warnings": s.warnings + [f"{p.file}: {w}" for p in s.logs for w in p.warnings]}
+
+
+def _jsonable(v):
+    if v is ABSENT:
+        return None
+    if isinstance(v, Unreadable):
+        return {"unreadable": v.source}
+    if isinstance(v, (tuple, list)):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, float) and not math.isfinite(v):
+        return repr(v)
+    try:
+        json.dumps(v)
+        return v
+    except (TypeError, ValueError):
+        return repr(v)  # sets, complex numbers, bytes: shown as Python writes them
+
+
+def diff(a_spec: str, b_spec: str, context: int = 3) -> Diff:
+    if context < 0:
+        raise InputError(f"--context {context}: must be ≥ 0")
+    a, b = resolve(a_spec), resolve(b_spec)
+    (ha, fa), (hb, fb) = hyperparameters(a), hyperparameters(b)
+    return Diff(a, b, code_diff(a.sources, b.sources, context), ha, hb, (fa, fb),
+                environment(a), environment(b), metrics(a, b))
+
+
+# ---- output ------------------------------------------------------------------------------------------
+
+def _show(v) -> str:
+    return "(absent)" if v is ABSENT else "-" if v is None else repr(v) if isinstance(v, str) else str(v)
+
+
+def _side_line(s: Side) -> str:
+    what = f"record {s.record_id}" if s.kind == "record" else "log"
+    return f"{s.spec}  ({what}, {len(s.logs)} log(s), {len(s.runs())} run(s))"
+
+
+def render(d: Diff, console) -> None:
+    """Human output with rich: sides, colored unified diffs, then tables of what changed."""
+    from rich.table import Table
+    from rich.text import Text
+
+    c = console
+    c.print(Text.assemble(("A: ", "bold"), _side_line(d.a)))
+    c.print(Text.assemble(("B: ", "bold"), _side_line(d.b)))
+
+    c.rule("code")
+    for f in d.code:
+        plus = sum(1 for ln in f["diff"].splitlines() if ln.startswith("+") and not ln.startswith("+++"))
+        minus = sum(1 for ln in f["diff"].splitlines() if ln.startswith("-") and not ln.startswith("---"))
+        style = {"same": "dim", "changed": "yellow", "added": "green", "removed": "red"}[f["status"]]
+        c.print(Text.assemble((f["file"], "bold"), "  ", (f["status"], style),
+                              "" if f["status"] == "same" else f" (+{plus} −{minus})"))
+        for ln in f["diff"].splitlines():
+            st = ("bold" if ln.startswith(("+++", "---")) else "green" if ln.startswith("+")
+                  else "red" if ln.startswith("-") else "cyan" if ln.startswith("@@") else "")
+            c.print(Text(ln, style=st), soft_wrap=True)  # Text, not markup: code is full of [brackets]
+
+    c.rule("hyperparameters")
+    c.print(Text(f"A: {d.hyper_from[0]}\nB: {d.hyper_from[1]}", style="dim"))
+    hp = d.hyperparameters
+    if hp:
+        t = Table(show_edge=False)
+        for col in ("name", "A", "B"):
+            t.add_column(col, overflow="fold")
+        for h in hp:
+            t.add_row(h["name"], _show(h["a"]), _show(h["b"]))
+        c.print(t)
+    else:
+        c.print(f"no changes ({len(d.hyper_a)} read)" if d.hyper_a or d.hyper_b else "nothing to compare")
+
+    c.rule("environment")
+    if d.environment:
+        t = Table(show_edge=False)
+        for col in ("name", "A", "B"):
+            t.add_column(col, overflow="fold")
+        for e in d.environment:
+            t.add_row(e["name"], _show(e["a"]), _show(e["b"]))
+        c.print(t)
+    same = [f"{k} {v}" for k, v in d.env_a.items() if v is not None and d.env_b.get(k) == v]
+    c.print(Text("same: " + ("; ".join(same) or "nothing known on both sides"), style="dim"))
+
+    c.rule("metrics (B − A, Welch 95% CI)")
+    t = Table(show_edge=False)
+    for col in ("metric", "A mean", "B mean", "Δ", "95% CI", "relative"):
+        t.add_column(col, justify="right" if col != "metric" else "left")
+    fmts = {"val_loss": ".4f", "train_time_ms": ",.0f", "steps": ",.1f"}
+    for name, m in d.metrics.items():
+        f = fmts[name]
+        num = (lambda v, f=f: "-" if v is None else format(v, f))
+        ci = m["ci95"]
+        t.add_row(name, f"{num(m['a_mean'])} (n={m['n_a']})", f"{num(m['b_mean'])} (n={m['n_b']})",
+                  "-" if m["delta"] is None else format(m["delta"], "+" + f),
+                  f"[{num(ci[0])}, {num(ci[1])}]" if ci else m.get("note", "-"),
+                  "-" if m["relative"] is None else f"{m['relative']:+.2%}")
+    c.print(t)
+    sp = d.metrics["train_time_ms"].get("speedup")
+    if sp:
+        c.print(f"speedup of B over A (mean train time A / B): [bold]{sp:.3f}×[/]")
+    for s, tag in ((d.a, "A"), (d.b, "B")):
+        for w in s.warnings + [f"{p.file}: {w}" for p in s.logs for w in p.warnings]:
+            c.print(Text(f"{tag}: {w}", style="yellow"))
+
+
+def plot(d: Diff, path: str) -> str:
+    """Val loss vs step and vs train time, every run of A in one color and of B in another; a PNG."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise InputError("--plot needs matplotlib: pip install matplotlib (or drop --plot)") from None
+    fig, (ax_step, ax_time) = plt.subplots(1, 2, figsize=(12, 4.5))
+    tops, lows = [], []
+    for s, tag, color in ((d.a, "A", "tab:blue"), (d.b, "B", "tab:orange")):
+        for k, (file, trial, t) in enumerate(s.runs()):
+            pts = [p for p in t.val if p.loss is not None and math.isfinite(p.loss)]
+            if not pts:
+                continue
+            name = s.record_id or Path(s.spec).name
+            label = f"{tag}: {name if len(name) <= 40 else name[:39] + '…'}" if k == 0 else None
+            ax_step.plot([p.step for p in pts], [p.loss for p in pts], color=color, alpha=0.7, lw=1, label=label)
+            timed = [p for p in pts if p.time_ms is not None]
+            ax_time.plot([p.time_ms / 1000 for p in timed], [p.loss for p in timed], color=color, alpha=0.7, lw=1,
+                         label=label)
+            lows.append(min(p.loss for p in pts))
+            tops.append(max(p.loss for p in pts[1:]) if len(pts) > 1 else pts[0].loss)
+    for ax, xlabel in ((ax_step, "step"), (ax_time, "train time (s)")):
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("val loss")
+        ax.grid(alpha=0.3)
+        if lows:  # the step-0 loss (≈ log vocab) would flatten the part of the curves that matters
+            span = max(tops) - min(lows)
+            ax.set_ylim(min(lows) - 0.05 * span - 1e-3, max(tops) + 0.05 * span + 1e-3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize="small")
+    fig.suptitle("speedrun diff: val loss")
+    fig.tight_layout()
+    try:
+        fig.savefig(path, dpi=100)
+    except OSError as e:
+        raise InputError(f"--plot {path}: cannot write ({e.strerror or e})") from None
+    finally:
+        plt.close(fig)
+    return path

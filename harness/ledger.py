@@ -1,0 +1,576 @@
+"""The ledger: records/<track>/<NNNN>_<slug>/ folders and records/ledger.jsonl, a hash chain over them.
+
+A record folder holds `record.json` (schema below, validated on every read), the script snapshot
+(`train_gpt.py` and the kernels its logs embed), `logs/` and `README.md`. Each ledger line is
+`{"seq", "id", "record_sha256", "prev", "hash"}`, canonical JSON (sorted keys, no spaces), where
+`hash` = sha256 of the line's canonical JSON without "hash" and `prev` is the previous line's hash.
+
+Writes hold an exclusive flock on records/.ledger.lock. The record is built in a hidden staging folder,
+the new ledger lands by fsync + os.replace, and only then is the folder renamed into place: a crash
+leaves the ledger as it was (or fully appended) and never a visible record folder the ledger does not
+list. The next writer removes or completes what a crashed one left (`_recover`).
+
+Standard library only: `speedrun ledger` must start without numpy or torch.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import fcntl
+import hashlib
+import json
+import math
+import os
+import re
+import shutil
+import signal
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from statistics import stdev
+
+from harness import logs, verify
+from harness.errors import InputError
+from harness.track import load_track, repo_root
+
+SCHEMA_VERSION = 1
+GENESIS = "0" * 64
+LEDGER = "ledger.jsonl"
+LOCK = ".ledger.lock"
+STAGING = ".staging-"
+RESERVED = ("record.json", "README.md")
+
+ID = re.compile(r"^(?P<track>[a-z0-9][a-z0-9._-]*)/(?P<num>\d{4})_(?P<slug>[a-z0-9][a-z0-9-]*)$")
+FOLDER = re.compile(r"^(\d{4})_[a-z0-9][a-z0-9-]*$")
+DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+HEX64 = re.compile(r"^[0-9a-f]{64}$")
+
+
+class RecordError(InputError):
+    """A record.json that does not match the schema; the message names the file and the field."""
+
+
+# ---- record.json: the schema --------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Record:
+    """One record, as record.json stores it (field order here is documentation; the file sorts keys)."""
+    schema_version: int
+    id: str                      # "<track>/<NNNN>_<slug>"
+    track: str
+    track_version: int
+    title: str
+    date: str                    # YYYY-MM-DD
+    contributors: list           # [str]
+    parent: str | None           # id of the record this one improves on
+    official: bool               # verification passed (False: recorded with --unofficial / imported failing)
+    code_sha256: str | None      # sha256 of the embedded train_gpt.py (None: the logs embed no source)
+    files: dict                  # relative path → sha256, every file in the folder but record.json
+    runs: list                   # [{file, seed, val_loss, train_time_ms, steps, ok}], one per trial
+    summary: dict                # {n, mean_val_loss, std_val_loss, p_value, mean_train_time_ms, train_time_ms_ci95}
+    verdict: dict                # verify's Verdict.to_json(): {ok, runs: [{file, ok, checks}], summary}
+    source: dict | None = None   # {"import": folder name, "logs_sha256": [...]} for imported records
+
+    @property
+    def folder(self) -> str:
+        return self.id  # relative to records/
+
+    @property
+    def number(self) -> int:
+        return int(ID.match(self.id)["num"])
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+NUM = (int, float, type(None))
+RUN_KEYS = {"file": (str,), "seed": (int, str, type(None)), "val_loss": NUM, "train_time_ms": NUM,
+            "steps": (int, type(None)), "ok": (bool,)}
+SUMMARY_KEYS = {"n": (int,), "mean_val_loss": NUM, "std_val_loss": NUM, "p_value": NUM, "mean_train_time_ms": NUM,
+                "train_time_ms_ci95": (list, type(None))}
+
+
+def validate(d: dict, where: str = "record.json") -> Record:
+    """The Record for a record.json dict, or RecordError naming the first bad field."""
+    def bad(name, why):
+        raise RecordError(f"{where}: field {name!r} {why} (schema v{SCHEMA_VERSION}: harness/ledger.py Record; "
+                          f"run `speedrun ledger check`)")
+
+    if not isinstance(d, dict):
+        raise RecordError(f"{where}: not a JSON object")
+    if d.get("schema_version") != SCHEMA_VERSION:
+        bad("schema_version", f"is {d.get('schema_version')!r}, this harness reads {SCHEMA_VERSION}")
+    names = {f.name for f in fields(Record)}
+    for k in sorted(set(d) - names):
+        bad(k, "is not in the schema")
+    types = {"schema_version": (int,), "id": (str,), "track": (str,), "track_version": (int,), "title": (str,),
+             "date": (str,), "contributors": (list,), "parent": (str, type(None)), "official": (bool,),
+             "code_sha256": (str, type(None)), "files": (dict,), "runs": (list,), "summary": (dict,),
+             "verdict": (dict,), "source": (dict, type(None))}
+    for name, ok in types.items():
+        if name not in d and name != "source":
+            bad(name, "is missing")
+        if name in d and (not isinstance(d[name], ok) or (isinstance(d[name], bool) and bool not in ok)):
+            bad(name, f"has type {type(d[name]).__name__}")
+    m = ID.match(d["id"])
+    if not m or m["track"] != d["track"]:
+        bad("id", f"{d['id']!r} is not '<track>/<NNNN>_<slug>' for track {d['track']!r}")
+    if not DATE.match(d["date"]):
+        bad("date", f"{d['date']!r} is not YYYY-MM-DD")
+    if not all(isinstance(c, str) for c in d["contributors"]):
+        bad("contributors", "holds a non-string")
+    if d["parent"] is not None and not ID.match(d["parent"]):
+        bad("parent", f"{d['parent']!r} is not a record id")
+    if d["code_sha256"] is not None and not HEX64.match(d["code_sha256"]):
+        bad("code_sha256", "is not a sha256")
+    for path, h in d["files"].items():
+        if safe_relpath(path) != path or path == "record.json":
+            bad("files", f"lists an unsafe path {path!r}")
+        if not isinstance(h, str) or not HEX64.match(h):
+            bad("files", f"has no sha256 for {path!r}")
+    for k, run in enumerate(d["runs"]):
+        _keys(run, RUN_KEYS, f"runs[{k}]", bad)
+    _keys(d["summary"], SUMMARY_KEYS, "summary", bad)
+    v = d["verdict"]
+    if not isinstance(v.get("ok"), bool) or not isinstance(v.get("runs"), list):
+        bad("verdict", "needs 'ok' (bool) and 'runs' (list)")
+    return Record(**d)
+
+
+def _keys(obj, spec: dict, name: str, bad) -> None:
+    if not isinstance(obj, dict):
+        bad(name, "is not an object")
+    for k, ok in spec.items():
+        if k not in obj:
+            bad(f"{name}.{k}", "is missing")
+        v = obj[k]
+        if not isinstance(v, ok) or (isinstance(v, bool) and bool not in ok):
+            bad(f"{name}.{k}", f"has type {type(v).__name__}")
+
+
+def record_bytes(rec: Record) -> bytes:
+    """record.json as written: sorted keys, indent 2, trailing newline (so its sha256 is reproducible)."""
+    return (json.dumps(rec.to_json(), sort_keys=True, indent=2, ensure_ascii=False, allow_nan=False) + "\n").encode()
+
+
+def read_record(folder: Path) -> Record:
+    path = folder / "record.json"
+    try:
+        d = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        raise RecordError(f"{path}: missing (run `speedrun ledger check`)") from None
+    except (OSError, ValueError) as e:
+        raise RecordError(f"{path}: not readable JSON ({e})") from None
+    return validate(d, str(path))
+
+
+# ---- names from outside -----------------------------------------------------------------------------------
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+
+
+def safe_relpath(path: str) -> str | None:
+    """A relative path made of safe components, or None when it is absolute or climbs out (`..`)."""
+    if not isinstance(path, str) or path.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", path):
+        return None
+    out = []
+    for part in re.split(r"[/\\]", path):
+        if part in ("", "."):
+            continue
+        if part == "..":
+            return None
+        part = _UNSAFE.sub("_", part)[:100].lstrip(".")  # nothing hidden, nothing odd
+        if not part:
+            return None
+        out.append(part)
+    return "/".join(out) or None
+
+
+def slugify(text: str, width: int = 40) -> str:
+    s = re.sub(r"[^a-z0-9]+", "-", text.lower().encode("ascii", "ignore").decode()).strip("-")
+    return s[:width].rstrip("-") or "record"
+
+
+def sha256_bytes(b: bytes) -> str:
+    return hashlib.sha256(b).hexdigest()
+
+
+# ---- ledger lines ---------------------------------------------------------------------------------------
+
+def canonical(obj) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def line_hash(line: dict) -> str:
+    return sha256_bytes(canonical({k: v for k, v in line.items() if k != "hash"}).encode())
+
+
+def make_line(seq: int, rid: str, record_sha256: str, prev: str) -> dict:
+    line = {"seq": seq, "id": rid, "record_sha256": record_sha256, "prev": prev}
+    line["hash"] = line_hash(line)
+    return line
+
+
+def ledger_path(root: Path | None = None) -> Path:
+    return (root or repo_root()) / "records" / LEDGER
+
+
+def read_lines(root: Path | None = None) -> list[dict]:
+    """The ledger's lines, with the chain checked (not the files): a broken chain is a RecordError."""
+    path = ledger_path(root)
+    lines, prev = [], GENESIS
+    if not path.exists():
+        return lines
+    for k, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        problem = _line_problem(raw, k, prev)
+        if problem:
+            raise RecordError(f"{path}:{k}: {problem}; run `speedrun ledger check`")
+        line = json.loads(raw)
+        lines.append(line)
+        prev = line["hash"]
+    return lines
+
+
+def _line_problem(raw: str, k: int, prev: str) -> str | None:
+    try:
+        line = json.loads(raw)
+    except ValueError:
+        return "not JSON (a torn or hand-edited line)"
+    if not isinstance(line, dict) or set(line) != {"seq", "id", "record_sha256", "prev", "hash"}:
+        return "not a ledger line (needs seq, id, record_sha256, prev, hash)"
+    if line["seq"] != k:
+        return f"seq {line['seq']} on line {k} (a reordered or deleted line)"
+    if line["prev"] != prev:
+        return "prev does not match the previous line's hash (a reordered, inserted or deleted line)"
+    if line["hash"] != line_hash(line):
+        return "hash does not match the line (an edited line)"
+    if not isinstance(line["id"], str) or not ID.match(line["id"]):
+        return f"id {line['id']!r} is not a record id"
+    return None
+
+
+def records(root: Path | None = None) -> list[Record]:
+    """Every record in ledger order, each record.json checked against its ledger sha256 and the schema."""
+    root = root or repo_root()
+    out = []
+    for line in read_lines(root):
+        folder = root / "records" / line["id"]
+        data = (folder / "record.json").read_bytes() if (folder / "record.json").is_file() else b""
+        if sha256_bytes(data) != line["record_sha256"]:
+            raise RecordError(f"{folder}/record.json: missing or edited (ledger seq {line['seq']}); "
+                              f"run `speedrun ledger check`")
+        out.append(read_record(folder))
+    return out
+
+
+# ---- writing ------------------------------------------------------------------------------------------
+
+def _crash_point(name: str) -> None:
+    """Test hook (tests/test_ledger.py): SPEEDRUN_TEST_CRASH_AT=<name> SIGKILLs this process right here.
+    Points: after_folder (staging folder written), before_replace (new ledger fsynced, not yet in place),
+    after_replace (ledger in place, folder not yet renamed)."""
+    if os.environ.get("SPEEDRUN_TEST_CRASH_AT") == name:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+@contextmanager
+def locked(root: Path):
+    """Exclusive flock on records/.ledger.lock: one writer at a time, released even if the process dies."""
+    (root / "records").mkdir(parents=True, exist_ok=True)
+    fd = os.open(root / "records" / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _recover(root: Path, lines: list[dict]) -> None:
+    """Under the lock: finish or remove what a crashed writer left (staging folders only it could make)."""
+    listed = {ln["id"] for ln in lines}
+    for staged in sorted((root / "records").glob(f"*/{STAGING}*")):
+        rid = f"{staged.parent.name}/{staged.name[len(STAGING):]}"
+        final = staged.parent / staged.name[len(STAGING):]
+        if rid in listed and not final.exists():
+            os.rename(staged, final)  # the ledger line landed; the rename did not
+        else:
+            shutil.rmtree(staged)
+
+
+@dataclass
+class Added:
+    record: Record
+    line: dict
+    verdict: verify.Verdict
+    notes: list[str] = field(default_factory=list)
+
+
+def prepare(log_paths: list[str], track_name: str) -> tuple[verify.Verdict, dict, list[tuple[str, bytes]], list[str]]:
+    """Read and verify the logs as they will be stored (names `logs/<safe name>`): verdict, track,
+    [(stored name, bytes)], notes. A missing file, a file with no run or an unknown track → InputError."""
+    track = load_track(track_name)
+    stored, parsed, notes, taken = [], [], [], set()
+    for p in log_paths:
+        try:
+            data = Path(p).read_bytes()
+        except OSError as e:
+            raise InputError(f"{p}: cannot read ({e.strerror}); pass the run logs `speedrun record add` should "
+                             f"store") from None
+        name = safe_relpath(Path(p).name.replace("/", "_")) or "log"
+        base, k = name, 2
+        while name in taken:
+            stem, dot, ext = base.rpartition(".")
+            name = f"{stem}-{k}.{ext}" if dot else f"{base}-{k}"
+            k += 1
+        taken.add(name)
+        try:
+            text, warn = data.decode("utf-8"), []
+        except UnicodeDecodeError as e:  # as logs.parse_file says it
+            text = data.decode("utf-8", errors="replace")
+            warn = [f"byte {e.start}: not UTF-8; undecodable bytes replaced (code hashes will not match)"]
+        log = logs.parse_text(text, file=f"logs/{name}", warnings=warn, size=len(data))
+        if not log.trials:
+            raise InputError(f"{p}: no step lines: not a run log (see `speedrun parse {p}`)")
+        stored.append((f"logs/{name}", data))
+        parsed.append(log)
+    return verify.verify(parsed, track), track, stored, notes
+
+
+def summarize(v: verify.Verdict, track: dict) -> tuple[list[dict], dict]:
+    """Per-trial runs and the summary statistics (n counts copies once, as verify does)."""
+    runs, seen, losses = [], set(), []
+    dedupe = track["significance"].get("dedupe", True)
+    for r in v.runs:
+        seed = r.log.env.speedrun.get("seed", (r.trial.result or {}).get("seed"))
+        if isinstance(seed, str) and seed.lstrip("-").isdigit():
+            seed = int(seed)
+        runs.append({"file": r.file, "seed": seed if isinstance(seed, (int, str)) else None,
+                     "val_loss": _finite(r.val_loss), "train_time_ms": _finite(r.train_time_ms),
+                     "steps": r.trial.final_step, "ok": r.ok})
+        key = tuple((p.step, p.loss) for p in r.trial.val)
+        if dedupe and r.trial.val and key in seen:
+            continue
+        seen.add(key)
+        if _finite(r.val_loss) is not None:
+            losses.append(r.val_loss)
+    s = v.summary
+    summary = {"n": s["n"], "mean_val_loss": _finite(s["mean_val_loss"]),
+               "std_val_loss": stdev(losses) if len(losses) >= 2 else None, "p_value": _finite(s["p_value"]),
+               "mean_train_time_ms": _finite(s["mean_train_time_ms"]),
+               "train_time_ms_ci95": [_finite(x) for x in s["train_time_ms_ci95"]] if s.get("train_time_ms_ci95")
+               else None}
+    return runs, summary
+
+
+def _finite(x):
+    return x if isinstance(x, (int, float)) and math.isfinite(x) else None
+
+
+def _verdict_json(v: verify.Verdict) -> dict:
+    j = v.to_json()
+    j["summary"] = {k: ([_finite(x) for x in val] if isinstance(val, list) else _finite(val))
+                    for k, val in j["summary"].items()}
+    return j
+
+
+def add(log_paths: list[str], track_name: str, title: str, *, contributors: list[str] = (), parent: str | None = None,
+        date: str | None = None, unofficial: bool = False, readme: str | None = None, source: dict | None = None,
+        root: Path | None = None, regenerate: bool = True, prepared=None) -> Added:
+    """Verify, then store one record and append its ledger line. A failing verification raises
+    Refused unless `unofficial`; bad input raises InputError; either way nothing is written."""
+    root = root or repo_root()
+    date = date or _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d")
+    if not DATE.match(date):
+        raise InputError(f"--date {date!r}: expected YYYY-MM-DD")
+    v, track, stored, notes = prepared or prepare(log_paths, track_name)
+    if not v.ok and not unofficial:
+        raise Refused(v)
+    title = " ".join(title.split()) or "untitled"
+    runs, summary = summarize(v, track)
+    first = next((r.log for r in v.runs if r.log.sources), None)
+    snapshot = {}
+    for path, text in (first.sources if first else {}).items():
+        rel = safe_relpath(path)
+        if rel is None or rel in RESERVED or rel.startswith("logs/") or rel in snapshot:
+            notes.append(f"embedded file {path!r} not stored: unsafe or clashing name")
+            continue
+        snapshot[rel] = text.encode("utf-8")
+
+    with locked(root):
+        lines = read_lines(root)
+        _recover(root, lines)
+        existing = [read_record(root / "records" / ln["id"]) for ln in lines]
+        ids = {r.id for r in existing}
+        if parent is None:
+            parent = next((r.id for r in reversed(existing) if r.track == track_name and r.official), None)
+        elif parent not in ids:
+            raise InputError(f"--parent {parent!r}: no such record in {ledger_path(root)} "
+                             f"(known: {', '.join(sorted(ids)) or 'none'})")
+        tdir = root / "records" / track_name
+        nums = [r.number for r in existing if r.track == track_name]
+        nums += [int(m[1]) for p in tdir.iterdir() if (m := FOLDER.match(p.name))]
+        name = f"{max(nums, default=0) + 1:04d}_{slugify(title)}"
+        rid = f"{track_name}/{name}"
+        files = dict(snapshot)
+        files.update(stored)
+        readme_text = render_readme(rid, track, title, date, contributors, parent, v, summary, readme, notes)
+        files["README.md"] = readme_text.encode("utf-8")
+        rec = Record(schema_version=SCHEMA_VERSION, id=rid, track=track_name, track_version=track["version"],
+                     title=title, date=date, contributors=list(contributors), parent=parent, official=v.ok,
+                     code_sha256=first.code_sha256 if first else None,
+                     files={k: sha256_bytes(b) for k, b in sorted(files.items())}, runs=runs, summary=summary,
+                     verdict=_verdict_json(v), source=source)
+        validate(rec.to_json())  # what we write must read back
+        files["record.json"] = record_bytes(rec)
+
+        staging = tdir / f"{STAGING}{name}"
+        for rel, data in files.items():
+            dest = staging / rel
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            with open(dest, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+        _crash_point("after_folder")
+
+        line = make_line(len(lines) + 1, rid, sha256_bytes(files["record.json"]), lines[-1]["hash"] if lines else GENESIS)
+        lp = ledger_path(root)
+        tmp = lp.with_name(f".{LEDGER}.tmp")
+        old = lp.read_bytes() if lp.exists() else b""
+        with open(tmp, "wb") as f:
+            f.write(old + (canonical(line) + "\n").encode())
+            f.flush()
+            os.fsync(f.fileno())
+        _crash_point("before_replace")
+        os.replace(tmp, lp)
+        _fsync_dir(lp.parent)
+        _crash_point("after_replace")
+        os.rename(staging, tdir / name)
+        _fsync_dir(tdir)
+        if regenerate:
+            from harness import leaderboard
+
+            leaderboard.write(root)
+    return Added(rec, line, v, notes)
+
+
+class Refused(Exception):
+    """Verification failed and --unofficial was not given: nothing was written."""
+
+    def __init__(self, verdict: verify.Verdict):
+        self.verdict = verdict
+        failed = sorted({c.name for r in verdict.runs for c in r.checks if not c.ok})
+        super().__init__(f"verification failed ({', '.join(failed)}): nothing recorded; "
+                         f"`speedrun verify` shows why, `--unofficial` records it as unofficial")
+
+
+def _md(text) -> str:
+    """One markdown table cell: no newlines or control characters, pipes escaped."""
+    return re.sub(r"[\x00-\x1f\x7f]+", " ", str(text)).replace("|", "\\|")
+
+
+def fmt(x, spec: str, scale: float = 1.0, unit: str = "") -> str:
+    return "-" if x is None else format(x * scale, spec) + unit
+
+
+def render_readme(rid, track, title, date, contributors, parent, v, summary, text, notes) -> str:
+    s = summary
+    ci = s["train_time_ms_ci95"]
+    out = [f"# {_md(title)}", "",
+           f"Record `{rid}` on track `{track['name']}` (version {track['version']}), {date}: "
+           + ("**official** (every check passed)." if v.ok else "**unofficial** (verification failed)."), "",
+           f"Contributors: {_md(', '.join(contributors)) or '-'}  ", f"Parent: {f'`{parent}`' if parent else '-'}", "",
+           "## What changed and why", "", (text.rstrip() if text and text.strip() else "_Not stated._"), "",
+           "## Summary", "",
+           "| runs (distinct) | mean val loss | std | p-value | mean train time | 95% CI |", "|---|---|---|---|---|---|",
+           f"| {s['n']} | {fmt(s['mean_val_loss'], '.4f')} | {fmt(s['std_val_loss'], '.4f')} | "
+           f"{fmt(s['p_value'], '.3g')} | {fmt(s['mean_train_time_ms'], '.3f', 1e-3, ' s')} | "
+           + (f"{ci[0] / 1000:.3f}–{ci[1] / 1000:.3f} s" if ci and None not in ci else "-") + " |", "",
+           "## Verification (`speedrun verify`)", "", "| run | check | ok | detail |", "|---|---|---|---|"]
+    for r in v.runs:
+        for c in r.checks:
+            out.append(f"| {_md(r.file)} | {c.name} | {'ok' if c.ok else 'FAIL'} | {_md(c.detail)} |")
+    if notes:
+        out += ["", "Notes:", ""] + [f"- {_md(n)}" for n in notes]
+    return "\n".join(out) + "\n"
+
+
+# ---- checking -------------------------------------------------------------------------------------------
+
+@dataclass
+class Report:
+    """What `speedrun ledger check` found: the first break (None when intact) and what was hashed."""
+    records: list[Record]
+    files: int
+    head: str
+    broken: dict | None  # {seq, id, file, problem}
+
+    @property
+    def ok(self) -> bool:
+        return self.broken is None
+
+    def to_json(self) -> dict:
+        return {"ok": self.ok, "records": len(self.records), "files": self.files, "head": self.head,
+                "break": self.broken,
+                "tracks": {t: sum(r.track == t for r in self.records) for t in sorted({r.track for r in self.records})}}
+
+
+def check(root: Path | None = None) -> Report:
+    """Re-derive every line hash and every file's sha256; stop at the first break."""
+    root = root or repo_root()
+    rdir = root / "records"
+    lp = ledger_path(root)
+    recs, nfiles, prev = [], 0, GENESIS
+
+    def broken(seq, rid, file, problem):
+        return Report(recs, nfiles, prev, {"seq": seq, "id": rid, "file": file, "problem": problem})
+
+    raw_lines = lp.read_text(encoding="utf-8").splitlines() if lp.exists() else []
+    listed = set()
+    for k, raw in enumerate(raw_lines, 1):
+        problem = _line_problem(raw, k, prev)
+        if problem:
+            return broken(k, None, f"records/{LEDGER}", f"line {k}: {problem}")
+        line = json.loads(raw)
+        rid, folder = line["id"], rdir / line["id"]
+        rel = f"records/{rid}"
+        listed.add(rid)
+        rj = folder / "record.json"
+        if not rj.is_file():
+            staged = folder.parent / f"{STAGING}{folder.name}"
+            hint = " (a crashed `record add`: the next `speedrun record add` completes it)" if staged.exists() else ""
+            return broken(k, rid, f"{rel}/record.json", "missing" + hint)
+        if sha256_bytes(rj.read_bytes()) != line["record_sha256"]:
+            return broken(k, rid, f"{rel}/record.json", "sha256 differs from the ledger's (edited)")
+        try:
+            rec = read_record(folder)
+        except RecordError as e:
+            return broken(k, rid, f"{rel}/record.json", str(e))
+        if rec.id != rid:
+            return broken(k, rid, f"{rel}/record.json", f"says id {rec.id!r}")
+        for path, h in sorted(rec.files.items()):
+            f = folder / path
+            if not f.is_file() or f.is_symlink():
+                return broken(k, rid, f"{rel}/{path}", "missing")
+            if sha256_bytes(f.read_bytes()) != h:
+                return broken(k, rid, f"{rel}/{path}", "sha256 differs from record.json's (edited)")
+            nfiles += 1
+        extra = sorted(r for p in folder.rglob("*") if (p.is_symlink() or not p.is_dir())
+                       and (r := p.relative_to(folder).as_posix()) not in rec.files and r != "record.json")
+        if extra:
+            return broken(k, rid, f"{rel}/{extra[0]}", "not listed in record.json (added after recording)")
+        recs.append(rec)
+        prev = line["hash"]
+    for folder in sorted(p for p in rdir.glob("*/*") if p.is_dir() and FOLDER.match(p.name)):
+        rid = f"{folder.parent.name}/{folder.name}"
+        if rid not in listed:
+            return broken(len(raw_lines) + 1, rid, f"records/{rid}", "record folder not in the ledger "
+                          "(a deleted ledger line?)")
+    return Report(recs, nfiles, prev, None)

@@ -500,7 +500,7 @@ SHARD_MAGIC, SHARD_VERSION, HEADER_BYTES = 20240520, 1, 256 * 4
 
 def load_shard(path: str) -> np.ndarray:
     """Memory-maps a shard after checking its header against its size."""
-    remedy = f"regenerate it (`speedrun data synthetic`, or `speedrun data fineweb` for FineWeb shards)"
+    remedy = "regenerate it (`speedrun data synthetic`, or `speedrun data fineweb` for FineWeb shards)"
     size = os.path.getsize(path)
     if size < HEADER_BYTES:
         raise ValueError(f"{path}: truncated header ({size} bytes < {HEADER_BYTES}); {remedy}")

@@ -15,7 +15,7 @@ import operator
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from statistics import fmean, variance
+from statistics import fmean
 
 from harness import logs, stats
 from harness.errors import InputError
@@ -306,20 +306,8 @@ def compare(a: list[float], b: list[float], level: float = LEVEL) -> dict:
         one = " and ".join(t for t, xs in (("A", a), ("B", b)) if len(xs) < 2)
         r["note"] = f"CI unavailable: one run on {'sides' if ' and ' in one else 'side'} {one}"
         return r
-    r["ci95"] = list(welch_interval(a, b, level))
+    r["ci95"] = list(stats.welch_interval(a, b, level))
     return r
-
-
-def welch_interval(a: list[float], b: list[float], level: float = LEVEL) -> tuple[float, float]:
-    """Two-sided interval on mean(b) − mean(a), Welch–Satterthwaite degrees of freedom."""
-    va, vb = variance(a) / len(a), variance(b) / len(b)
-    d = fmean(b) - fmean(a)
-    se2 = va + vb
-    if se2 == 0:  # every run equal on both sides: the difference is exactly known
-        return d, d
-    df = se2 ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
-    half = stats.t_ppf(0.5 + level / 2, df) * math.sqrt(se2)
-    return d - half, d + half
 
 
 def metrics(a: Side, b: Side) -> dict:

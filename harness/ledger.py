@@ -26,7 +26,6 @@ import signal
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from statistics import stdev
 
 from harness import logs, verify
 from harness.errors import InputError
@@ -344,9 +343,8 @@ def prepare(log_paths: list[str], track_name: str) -> tuple[verify.Verdict, dict
 
 
 def summarize(v: verify.Verdict, track: dict) -> tuple[list[dict], dict]:
-    """Per-trial runs and the summary statistics (n counts copies once, as verify does)."""
-    runs, seen, losses = [], set(), []
-    dedupe = track["significance"].get("dedupe", True)
+    """Per-trial runs and verify's summary statistics (n counts copies once)."""
+    runs = []
     for r in v.runs:
         seed = r.log.env.speedrun.get("seed", (r.trial.result or {}).get("seed"))
         if isinstance(seed, str) and seed.lstrip("-").isdigit():
@@ -354,15 +352,9 @@ def summarize(v: verify.Verdict, track: dict) -> tuple[list[dict], dict]:
         runs.append({"file": r.file, "seed": seed if isinstance(seed, (int, str)) else None,
                      "val_loss": _finite(r.val_loss), "train_time_ms": _finite(r.train_time_ms),
                      "steps": r.trial.final_step, "ok": r.ok})
-        key = tuple((p.step, p.loss) for p in r.trial.val)
-        if dedupe and r.trial.val and key in seen:
-            continue
-        seen.add(key)
-        if _finite(r.val_loss) is not None:
-            losses.append(r.val_loss)
     s = v.summary
     summary = {"n": s["n"], "mean_val_loss": _finite(s["mean_val_loss"]),
-               "std_val_loss": stdev(losses) if len(losses) >= 2 else None, "p_value": _finite(s["p_value"]),
+               "std_val_loss": _finite(s["std_val_loss"]), "p_value": _finite(s["p_value"]),
                "mean_train_time_ms": _finite(s["mean_train_time_ms"]),
                "train_time_ms_ci95": [_finite(x) for x in s["train_time_ms_ci95"]] if s.get("train_time_ms_ci95")
                else None}

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from statistics import fmean, stdev
+from statistics import fmean, stdev, variance
 
 
 # ---- the t distribution -------------------------------------------------------------------------------
@@ -145,6 +145,18 @@ def mean_ci(samples: list[float], level: float = 0.95) -> Interval:
         return Interval(m, None, None, 1, level)
     half = t_ppf(0.5 + level / 2, len(xs) - 1) * stdev(xs) / math.sqrt(len(xs))
     return Interval(m, m - half, m + half, len(xs), level)
+
+
+def welch_interval(a: list[float], b: list[float], level: float = 0.95) -> tuple[float, float]:
+    """Two-sided interval on mean(b) − mean(a), Welch–Satterthwaite degrees of freedom."""
+    va, vb = variance(a) / len(a), variance(b) / len(b)
+    d = fmean(b) - fmean(a)
+    se2 = va + vb
+    if se2 == 0:  # every run equal on both sides: the difference is exactly known
+        return d, d
+    df = se2 ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
+    half = t_ppf(0.5 + level / 2, df) * math.sqrt(se2)
+    return d - half, d + half
 
 
 def speedup(pairs: list[tuple[float, float]], level: float = 0.95) -> Interval:

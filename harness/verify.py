@@ -19,7 +19,7 @@ import re
 import tokenize
 from dataclasses import dataclass, field
 from pathlib import Path
-from statistics import fmean
+from statistics import fmean, stdev
 
 from harness import logs, stats
 from harness.errors import InputError
@@ -174,8 +174,8 @@ def _target(runs: list[Run], track: dict) -> tuple[list[Check], dict]:
         else:
             checks.append(Check("target", across_ok, f"final val_loss {r.val_loss}; {across}"))
     times = [r.train_time_ms for r in counted if r.train_time_ms is not None]
-    summary = {"n": n, "mean_val_loss": mean, "p_value": p_value,
-               "mean_train_time_ms": fmean(times) if times else None}
+    summary = {"n": n, "mean_val_loss": mean, "std_val_loss": stdev(losses) if n >= 2 else None,
+               "p_value": p_value, "mean_train_time_ms": fmean(times) if times else None}
     if len(times) >= 2:
         ci = stats.mean_ci(times)
         summary["train_time_ms_ci95"] = [ci.lo, ci.hi]

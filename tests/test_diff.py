@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import cli, diff
+from harness import cli, diff, stats
 import logmaker
 
 FIXTURES = Path("/work/shared/fixtures/modded_nanogpt_logs")
@@ -176,7 +176,7 @@ def test_welch_interval_matches_hand_computation():
     a, b = [1.0, 2.0, 3.0], [2.0, 4.0, 6.0, 8.0, 10.0]
     va, vb = 1.0 / 3, 10.0 / 5
     df = (va + vb) ** 2 / (va ** 2 / 2 + vb ** 2 / 4)
-    lo, hi = diff.welch_interval(a, b)
+    lo, hi = stats.welch_interval(a, b)
     half = diff.stats.t_ppf(0.975, df) * (va + vb) ** 0.5
     assert (lo, hi) == pytest.approx((4 - half, 4 + half))
 

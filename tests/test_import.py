@@ -4,7 +4,6 @@ outside the tmp ledger. Trees are built in tmp dirs from generated logs (and, wh
 fixtures copied at test time)."""
 import csv
 import json
-import os
 import shutil
 from pathlib import Path
 

@@ -6,7 +6,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 
 from harness import cli, leaderboard, ledger
 from test_ledger import make_logs, root  # noqa: F401  (the tmp-project fixture)

@@ -1,5 +1,4 @@
 """The trainer: Muon, the model, the masks, the data slicing, the log, and 1 rank vs 2 ranks."""
-import copy
 import hashlib
 import json
 import math

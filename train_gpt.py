@@ -25,6 +25,7 @@ import os
 import platform
 import resource
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -98,7 +99,7 @@ PRESETS = {
         seq_len=256, batch_seqs=16, grad_accum=2, val_seq_len=256, val_batch_seqs=64,
         num_layers=4, model_dim=128, num_heads=4, num_value_embeds=2,
         attn_scale=0.2, window_min=128, window_max=256, window_block=64,
-        num_steps=300, cooldown_frac=0.5, momentum_warmup_steps=100,
+        num_steps=340, cooldown_frac=0.6, final_lr_frac=0.0, momentum_warmup_steps=100,
         embed_lr=0.3, head_lr=0.008, scalar_lr=0.04,
         val_every=50, warmup_steps=3,
     ),
@@ -126,6 +127,9 @@ def parse_args(argv=None):
     p.add_argument("--log-dir", default="logs", help="where rank 0 writes <run_id>.txt")
     p.add_argument("--max-steps", type=int, help="stop after this many steps (smoke runs; schedules stay the preset's)")
     p.add_argument("--val-every", type=int, help="validate every N steps (default: the preset's)")
+    p.add_argument("--kernels", default="auto", choices=("auto", "on", "off"),
+                   help="Triton/FP8 kernels: auto = each one checked at start-up on CUDA, none on CPU; "
+                        "on = try them anywhere (CPU needs TRITON_INTERPRET=1: tests); off = torch only")
     p.add_argument("--no-compile", action="store_true", help="eager mode: for smoke runs and tests; its times are not a record's")
     return p.parse_args(argv)
 
@@ -182,6 +186,27 @@ def compute_dtype(device: torch.device) -> torch.dtype:
         return torch.bfloat16
     print0("dtype: CPU without native bf16 → fp32 activations")
     return torch.float32
+
+
+class NoKernels:
+    """The torch path everywhere (what `import train_gpt` gets; main() picks the real set)."""
+    xxt = softcap_ce = fp8_linear = relu2_linear = None
+
+
+KERNELS = NoKernels()
+
+
+def pick_kernels(device: torch.device, mode: str, say) -> None:
+    """Triton kernels and FP8 where a tiny start-up launch matched the reference, else the torch path.
+    Runs before the log is written, so that the log embeds the kernels/*.py files it imported."""
+    global KERNELS
+    if mode == "off":
+        return say("kernels: off (--kernels off) → torch reference everywhere")
+    try:
+        from kernels.capability import select
+    except ImportError as e:  # e.g. a copy of this file without its kernels/ folder
+        return say(f"kernels: cannot import kernels/ ({e}) → torch reference everywhere")
+    KERNELS = select(device, mode, say=say)
 
 
 def maybe_compile(model: nn.Module, device: torch.device, enabled: bool) -> nn.Module:
@@ -329,6 +354,8 @@ class MLP(nn.Module):
         self.proj = CastedLinear(ratio * dim, dim, zero_init=True)
 
     def forward(self, x: Tensor) -> Tensor:
+        if KERNELS.relu2_linear is not None:
+            return self.proj(KERNELS.relu2_linear(x, self.fc.weight.type_as(x)))
         return self.proj(F.relu(self.fc(x)).square())
 
 
@@ -376,10 +403,16 @@ class GPT(nn.Module):
             x = block(x, x0, ves[i], mask, self.attend)
             if i < half:
                 skips.append(x)
-        logits = self.lm_head(norm(x)).float()
-        c = self.h.logit_softcap
-        logits = c * torch.tanh(logits / c)
-        return F.cross_entropy(logits.view(-1, logits.size(-1)), target_seq.reshape(-1), reduction=reduction)
+        x = norm(x)
+        if KERNELS.fp8_linear is not None:
+            logits = KERNELS.fp8_linear(x, self.lm_head.weight)
+        else:
+            logits = self.lm_head(x)
+        c, logits, targets = self.h.logit_softcap, logits.view(-1, logits.size(-1)), target_seq.reshape(-1)
+        if KERNELS.softcap_ce is not None:  # never materialises the fp32 logits
+            return KERNELS.softcap_ce(logits, targets, c, reduction)
+        logits = c * torch.tanh(logits.float() / c)
+        return F.cross_entropy(logits, targets, reduction=reduction)
 
 
 # -----------------------------------------------------------------------------------------------
@@ -408,8 +441,12 @@ def orthogonalize(G: Tensor, steps: int = 5) -> Tensor:
         X = X.mT
     X = X / (X.norm(dim=(-2, -1), keepdim=True) * 1.01 + 1e-7)  # Frobenius ≥ spectral: σ ≤ 1/1.01
     for a, b, c in POLAR_EXPRESS[:steps]:
-        A = X @ X.mT
-        B = b * A + c * (A @ A)
+        if KERNELS.xxt is not None:  # symmetric products: half the blocks, and b·A + c·A·A in one pass
+            A = KERNELS.xxt(X)
+            B = KERNELS.xxt(A, c, A, b)
+        else:
+            A = X @ X.mT
+            B = b * A + c * (A @ A)
         X = a * X + B @ X
     return X.mT if transposed else X
 
@@ -481,11 +518,12 @@ def build_optimizers(model: GPT, h: Hyperparameters):
     return [adam, muon]
 
 
-def all_reduce_grads(model: nn.Module):
-    """Average gradients over ranks (gloo has no AVG, so SUM then divide)."""
+def all_reduce_grads(model: nn.Module, loss: Tensor):
+    """Average gradients (and the step's loss, so every rank sees a divergence) over ranks.
+    gloo has no AVG, so SUM then divide."""
     if WORLD_SIZE == 1:
         return
-    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    grads = [p.grad for p in model.parameters() if p.grad is not None] + [loss]
     works = [dist.all_reduce(g, op=dist.ReduceOp.SUM, async_op=True) for g in grads]
     for g, w in zip(grads, works):
         w.wait()
@@ -582,15 +620,17 @@ def val_batches(files: list[str], h: Hyperparameters, device: torch.device):
         yield torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
 
 
+def sha256_file(path: str) -> str:
+    d = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 24), b""):
+            d.update(chunk)
+    return d.hexdigest()
+
+
 def sha256_files(files: list[str]) -> str:
     """One hash for a set of files: sha256 over 'name sha256' lines, in sorted order."""
-    lines = []
-    for f in sorted(files):
-        d = hashlib.sha256()
-        with open(f, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 24), b""):
-                d.update(chunk)
-        lines.append(f"{os.path.basename(f)} {d.hexdigest()}\n")
+    lines = [f"{os.path.basename(f)} {sha256_file(f)}\n" for f in sorted(files)]
     return hashlib.sha256("".join(lines).encode()).hexdigest()
 
 
@@ -672,13 +712,28 @@ def peak_memory(device: torch.device) -> tuple[int, int]:
 # -----------------------------------------------------------------------------------------------
 # The loop.
 
+def parse_fault(spec: str) -> dict:
+    """Fault injection for the harness's tests: SPEEDRUN_FAULT=nan@3 (the loss of step 3 becomes nan) or
+    kill@3:1 (rank 1 SIGKILLs itself before step 3). Empty: no fault."""
+    if not spec:
+        return {}
+    kind, _, where = spec.partition("@")
+    step, _, rank = where.partition(":")
+    if kind not in ("nan", "kill") or not step.isdigit() or (rank and not rank.isdigit()):
+        sys.exit(f"train_gpt.py: SPEEDRUN_FAULT={spec!r}: expected nan@STEP or kill@STEP[:RANK]")
+    return {kind: int(step), **({"rank": int(rank)} if rank else {})}
+
+
 def main(argv=None):
     args = parse_args(argv)
     h = PRESETS[args.preset]
+    fault_plan, fault = parse_fault(os.environ.get("SPEEDRUN_FAULT", "")), {}
     if args.val_every is not None:
         h = replace(h, val_every=args.val_every)
-    sources = source_files()  # read before anything can change on disk
     device = setup_distributed()
+    kernel_lines = []  # said in the run section, once the log is open
+    pick_kernels(device, args.kernels, kernel_lines.append)
+    sources = source_files()  # this file and the kernels just imported, before anything can change on disk
     run_id = args.run_id or str(uuid.uuid4())
     if WORLD_SIZE > 1:  # every rank names the same log
         obj = [run_id]
@@ -704,6 +759,7 @@ def main(argv=None):
                f"world_size:{WORLD_SIZE} device:{device.type}",
                *(f"code_sha256 {name}: {hashlib.sha256(src.encode()).hexdigest()}" for name, src in sources.items()),
                f"data_sha256: {data_sha} ({len(train_files)} train + {len(val_files)} val shards in {data_dir})",
+               *(f"val_shard_sha256 {Path(f).name}: {sha256_file(f)}" for f in val_files),  # vs the track's pin
                SEPARATOR]
         for line in env:
             print0(line, console=False)
@@ -712,6 +768,8 @@ def main(argv=None):
 
     # Every derived quantity, once.
     attend = pick_attention(device, h.eot_token)
+    for line in kernel_lines:
+        log(line)
     torch.manual_seed(args.seed)  # same seed on every rank: identical initial weights, nothing to broadcast
     raw_model = GPT(h, max(h.seq_len, h.val_seq_len)).to(device)
     raw_model.attend, raw_model.act_dtype = attend, compute_dtype(device)
@@ -730,13 +788,17 @@ def main(argv=None):
     log(f"val: first {h.val_tokens:,} tokens every {h.val_every} steps and at the last; windows "
         f"{attention_windows(0, h)} → {attention_windows(h.num_steps, h)} tokens")
 
-    def train_step(step: int, batches) -> None:
+    def train_step(step: int, batches) -> Tensor:
         windows = attention_windows(step, h)
+        total = torch.zeros((), device=device)
         for _ in range(h.grad_accum // WORLD_SIZE):
             x, y = next(batches)
             loss = model(x, y, attend.masks(x, windows)) / (h.grad_accum // WORLD_SIZE)
+            if fault.get("nan") == step:
+                loss = loss * float("nan")
             loss.backward()
-        all_reduce_grads(raw_model)
+            total += loss.detach()
+        all_reduce_grads(raw_model, total)
         for opt in optimizers:
             for g in opt.param_groups:
                 g["lr"] = g["initial_lr"] * lr_multiplier(step, h)
@@ -745,6 +807,7 @@ def main(argv=None):
         for opt in optimizers:
             opt.step()
         raw_model.zero_grad(set_to_none=True)
+        return total  # this step's train loss, averaged over ranks
 
     @torch.no_grad()
     def evaluate() -> float:
@@ -774,6 +837,8 @@ def main(argv=None):
 
     batches = train_batches(train_files, h, device)
     train_time_ms, val_loss = 0.0, float("nan")
+    diverged_above = 2 * math.log(h.vocab_size)
+    fault = fault_plan  # armed only now: the warm-up is not part of the run
     sync(device)
     t0 = time.perf_counter()
     for step in range(num_steps + 1):
@@ -791,10 +856,19 @@ def main(argv=None):
             t0 = time.perf_counter()
         if last:
             break
-        train_step(step, batches)
+        if fault.get("kill") == step and fault.get("rank", RANK) == RANK:
+            os.kill(os.getpid(), signal.SIGKILL)
+        loss = train_step(step, batches)
         sync(device)  # a synchronized read: each step line's time is a real measurement
         now = train_time_ms + 1000 * (time.perf_counter() - t0)
         log(f"step:{step + 1}/{h.num_steps} train_time:{now:.0f}ms step_avg:{now / (step + 1):.2f}ms")
+        train_loss = loss.item()  # no extra wait: the step is already synchronized
+        if not math.isfinite(train_loss) or train_loss > diverged_above:
+            log(f"diverged: train loss {train_loss} at step {step + 1} (nan, inf or above {diverged_above:.2f} "
+                f"= twice a uniform guess's); stopping this run")
+            if LOG is not None:
+                LOG.close()
+            sys.exit(3)
 
     allocated, reserved = peak_memory(device)
     log(f"peak memory allocated: {allocated} MiB reserved: {reserved} MiB")

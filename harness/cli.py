@@ -42,6 +42,48 @@ def cmd_data_synthetic(args) -> int:
     return EXIT_OK
 
 
+def cmd_data_fineweb(args) -> int:
+    from harness import fineweb  # numpy, lazily; huggingface_hub only when something is downloaded
+
+    try:
+        n = fineweb.DEFAULT_TRAIN_SHARDS if args.train_shards is None else args.train_shards
+        info = fineweb.fetch_fineweb(args.track, out=args.dir, train_shards=n, pin=args.pin, progress=not args.json)
+    except fineweb.DataError as e:  # unreachable hub, corrupt download, hash ≠ manifest or pin: exit 1
+        print(f"speedrun: error: {e}", file=sys.stderr)
+        return EXIT_FAIL
+    if args.json:
+        _print_json(info)
+        return EXIT_OK
+    c = _console()
+    c.print(f"[bold]FineWeb[/] {info['repo']} → {info['dir']}: {len(info['fetched'])} fetched, "
+            f"{len(info['present'])} already there", highlight=False)
+    for name, s in info["shards"].items():
+        c.print(f"  {name}  {s['tokens']:>12,} tokens  sha256 {s['sha256'][:16]}…", highlight=False)
+    val = fineweb.VAL_NAME
+    pin = {"added": f"pinned {val} in records/{info['track']}/track.toml",
+           "kept": f"{val} was already pinned with this sha256",
+           "matches": f"{val} matches the track's pin",
+           None: "the track pins no val shard: `--pin` records this one's sha256"}[info["pin"]]
+    c.print(f"manifest.json written (data_sha256 {info['data_sha256'][:16]}…); {pin}", highlight=False)
+    return EXIT_OK
+
+
+def cmd_data_check(args) -> int:
+    from harness import fineweb  # numpy, lazily
+
+    rep = fineweb.check_dir(args.dir, args.track, progress=not args.json)
+    if args.json:
+        _print_json(rep)
+        return EXIT_OK if rep["ok"] else EXIT_FAIL
+    c = _console()
+    for name, r in rep["shards"].items():
+        c.print(f"  {name}  " + ("[green]ok[/]" if r["ok"] else f"[red]FAIL[/] {r['problem']}"), highlight=False)
+    pins = f"track {rep['track']}: {len(rep['pins'])} pinned shard(s)" if rep["track"] else "no track: pins not checked"
+    c.print((f"[bold green]OK[/]: {len(rep['shards'])} shard(s) match manifest.json" if rep["ok"] else
+             f"[bold red]MISMATCH[/]: {len(rep['problems'])} problem(s)") + f"; {pins}", highlight=False)
+    return EXIT_OK if rep["ok"] else EXIT_FAIL
+
+
 # ---- run: one record-attempt run of the trainer ------------------------------------------------------
 
 def cmd_run(args) -> int:
@@ -56,6 +98,26 @@ def cmd_main(args) -> int:
     from harness import run
 
     return run.main_job()
+
+
+# ---- attempt: N seeded runs (A/B against a baseline record), a manifest, a verdict ----------------------
+
+def _seeds(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def cmd_attempt(args) -> int:
+    from harness import attempt
+
+    return attempt.run_attempt(attempt.Options(
+        track=args.track, runs=args.runs, seeds=args.seeds, script=args.script, nproc=args.nproc,
+        nnodes=args.nnodes, node_rank=args.node_rank, rdzv_endpoint=args.rdzv_endpoint, rdzv_id=args.rdzv_id,
+        baseline=args.baseline, max_steps=args.max_steps, timeout=args.timeout, data_dir=args.data_dir,
+        fault=args.fault, record=args.record, contributors=tuple(_contributors(args.contributors)),
+        unofficial=args.unofficial, as_json=args.json))
 
 
 # ---- parse / verify: read logs, judge them ----------------------------------------------------------
@@ -159,6 +221,10 @@ def cmd_record_add(args) -> int:
             readme = open(args.readme, encoding="utf-8").read()
         except OSError as e:
             raise UsageError(f"--readme {args.readme}: cannot read ({e.strerror})") from None
+    if args.attempt:
+        return _record_attempt(args, readme)
+    if not args.logs or not args.track:
+        raise UsageError("record add needs LOG(s) and --track, or --attempt DIR (every candidate run of an attempt)")
     try:
         added = ledger.add(args.logs, args.track, args.title, contributors=_contributors(args.contributors),
                            parent=args.parent, date=args.date, unofficial=args.unofficial, readme=readme)
@@ -179,6 +245,28 @@ def cmd_record_add(args) -> int:
     for n in added.notes:
         c.print(f"[yellow]note[/]: {n}", highlight=False)
     return EXIT_OK
+
+
+def _record_attempt(args, readme) -> int:
+    from harness import attempt
+
+    if args.logs:
+        raise UsageError("record add: give LOG(s) or --attempt DIR, not both (an attempt's record takes all its runs)")
+    out = attempt.record_attempt(args.attempt, args.title, contributors=_contributors(args.contributors),
+                                 unofficial=args.unofficial, parent=args.parent, date=args.date, readme=readme)
+    if args.json:
+        _print_json(out)
+    elif not out["recorded"]:
+        print(f"speedrun: {out['reason']}", file=sys.stderr)
+    else:
+        rec = out["record"]
+        kind = "[green]official[/]" if rec["official"] else "[yellow]unofficial[/] (verification failed)"
+        c = _console()
+        c.print(f"recorded [bold]{rec['id']}[/] ({kind}) from attempt {args.attempt}; ledger seq "
+                f"{out['ledger_line']['seq']}", highlight=False)
+        for n in out["notes"]:
+            c.print(f"[yellow]note[/]: {n}", highlight=False)
+    return EXIT_OK if out["recorded"] else EXIT_FAIL
 
 
 def cmd_ledger_check(args) -> int:
@@ -239,6 +327,45 @@ def cmd_import(args) -> int:
 
 # ---- the parser --------------------------------------------------------------------------------------
 
+# ---- bench: kernels against their references ---------------------------------------------------------
+
+def cmd_bench(args) -> int:
+    from pathlib import Path
+
+    from harness.track import repo_root
+    from kernels import bench  # torch (and triton), lazily
+
+    unknown = [n for n in args.names if n not in bench.KERNELS]
+    if unknown:
+        raise UsageError(f"bench: unknown kernel(s) {', '.join(unknown)}; choose from {', '.join(bench.KERNELS)}")
+    earlier = bench.load_results(args.compare) if args.compare else None
+    say = (lambda line: print(line, file=sys.stderr)) if args.json == "-" else print
+    doc = bench.run(args.names or bench.KERNELS, shapes=args.shapes, compiled=not args.no_compile, say=say)
+    comparison, regressed = (None, False)
+    if earlier is not None:
+        if earlier["device"]["name"] != doc["device"]["name"] or earlier.get("shapes") != doc["shapes"]:
+            say(f"note: --compare {args.compare} was measured on {earlier['device']['name']} ({earlier.get('shapes')} "
+                f"shapes); this run: {doc['device']['name']} ({doc['shapes']} shapes)")
+        comparison, regressed = bench.compare(doc, earlier, args.threshold)
+        doc["compare"] = dict(file=args.compare, threshold=args.threshold, rows=comparison, regressed=regressed)
+    if not args.no_save:
+        say(f"saved {bench.save(doc, repo_root())}")
+    if args.json == "-":
+        _print_json(doc)
+    else:
+        if args.json:
+            Path(args.json).write_text(json.dumps(doc, indent=2) + "\n")
+        from rich.console import Console
+
+        bench.render(doc, comparison, Console())
+    wrong = [r["kernel"] for r in doc["results"] if r["status"] == "WRONG" or r["status"].startswith("failed")]
+    if wrong:
+        say(f"FAILED: {', '.join(wrong)} did not match the reference (not timed)")
+    if regressed:
+        say(f"REGRESSED: slower than {args.compare} by more than {args.threshold:.0%}")
+    return EXIT_FAIL if wrong or regressed else EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="speedrun", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="verb", required=True, metavar="VERB")
@@ -251,6 +378,22 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--track", default="tiny-cpu", help="track whose [data.synthetic] is used")
     s.add_argument("--json", action="store_true", help="print the manifest as JSON")
     s.set_defaults(func=cmd_data_synthetic)
+    why = ("fetch FineWeb shards from the track's Hugging Face dataset, check and hash them into DIR/manifest.json; "
+           "exit 0 ok, 1 unreachable hub, corrupt download or hash mismatch, 2 bad input")
+    fw = dsub.add_parser("fineweb", help=why, description=why)
+    fw.add_argument("--track", default="gpt2-small", help="track whose [data] names the dataset (default gpt2-small)")
+    fw.add_argument("--train-shards", type=int, metavar="N",
+                    help="train shards to fetch, fineweb_train_000001.bin … (100M tokens each; default 9)")
+    fw.add_argument("--dir", help="output folder (default: the track's data.dir); shards already there are kept")
+    fw.add_argument("--pin", action="store_true", help="pin the val shard's sha256 in the track's [data.pin]")
+    fw.add_argument("--json", action="store_true", help="print the manifest (+ fetched/present/pin) as JSON")
+    fw.set_defaults(func=cmd_data_fineweb)
+    why = "re-verify every shard in DIR against manifest.json and the track's pin; exit 0 ok, 1 a mismatch, 2 bad input"
+    ck = dsub.add_parser("check", help=why, description=why)
+    ck.add_argument("dir", metavar="DIR", help="a folder written by `speedrun data fineweb` (or `synthetic`)")
+    ck.add_argument("--track", help="track whose [data.pin] applies (default: the one manifest.json names)")
+    ck.add_argument("--json", action="store_true", help="print the report as JSON")
+    ck.set_defaults(func=cmd_data_check)
 
     r = sub.add_parser("run", help="run the trainer once on a track and judge it against the target")
     r.add_argument("--track", default="tiny-cpu")
@@ -260,6 +403,31 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--data-dir", help="shards folder (default: the track's data.dir)")
     r.add_argument("--json", action="store_true", help="print the RESULT and verdict as JSON")
     r.set_defaults(func=cmd_run)
+
+    at = sub.add_parser("attempt", help="N seeded runs (interleaved with a baseline record's), every run in a "
+                                        "manifest, verification and a verdict; exit 0 record, 1 not, 130 interrupted")
+    at.add_argument("--track", required=True)
+    at.add_argument("--runs", type=int, help="runs of the candidate, seeds 0..N-1 (default 3)")
+    at.add_argument("--seeds", type=_seeds, metavar="S,S,…", help="these seeds instead of 0..N-1")
+    at.add_argument("--script", help="the trainer to run (default: train_gpt.py at the repo root)")
+    at.add_argument("--nproc", type=int, help="processes per node (default: the track's nproc)")
+    at.add_argument("--nnodes", type=int, default=1, help="nodes; >1 joins torchrun's c10d rendezvous")
+    at.add_argument("--node-rank", type=int, help="this node's rank (torchrun --node-rank)")
+    at.add_argument("--rdzv-endpoint", metavar="HOST:PORT", help="the rendezvous (the first node's address)")
+    at.add_argument("--rdzv-id", help="rendezvous id shared by the nodes (a run index is appended)")
+    at.add_argument("--baseline", metavar="ID", help="a record id (tiny-cpu/0001): interleave its snapshot's runs, "
+                                                     "same seeds, and report the speedup with its 95%% CI")
+    at.add_argument("--max-steps", type=int, help="stop each run early (smoke attempts; cannot be a record)")
+    at.add_argument("--timeout", type=float, metavar="S", help="kill a run (its whole process tree) after S seconds")
+    at.add_argument("--data-dir", help="shards folder (default: the track's data.dir)")
+    at.add_argument("--record", metavar="TITLE", help="record every candidate run in the ledger (refused if any did "
+                                                      "not finish, unless --unofficial)")
+    at.add_argument("--contributors", action="append", metavar="A,B", help="names for --record (repeatable)")
+    at.add_argument("--unofficial", action="store_true", help="with --record: record even unfinished or failing runs, "
+                                                              "marked unofficial")
+    at.add_argument("--fault", help=argparse.SUPPRESS)  # tests: SPEEDRUN_FAULT for the first candidate run only
+    at.add_argument("--json", action="store_true", help="print the manifest (runs, verdict) as JSON")
+    at.set_defaults(func=cmd_attempt)
 
     pa = sub.add_parser("parse", help="read run logs of any speedrun era: source, environment, trials")
     pa.add_argument("files", nargs="+", metavar="FILE", help="run log(s)")
@@ -285,8 +453,10 @@ def build_parser() -> argparse.ArgumentParser:
     rsub = rc.add_subparsers(dest="action", required=True, metavar="ACTION")
     ra = rsub.add_parser("add", help="verify logs, store them with their script, append the ledger, "
                                      "regenerate leaderboard.md; exit 1 (nothing written) if verification fails")
-    ra.add_argument("logs", nargs="+", metavar="LOG", help="run log(s); the first one's embedded source is stored")
-    ra.add_argument("--track", required=True, help="track the runs were timed on")
+    ra.add_argument("logs", nargs="*", metavar="LOG", help="run log(s); the first one's embedded source is stored")
+    ra.add_argument("--attempt", metavar="DIR", help="instead of LOGs: every candidate run of an attempt "
+                                                     "(logs/attempts/<id>), checked against its manifest")
+    ra.add_argument("--track", help="track the runs were timed on (required with LOGs)")
     ra.add_argument("--title", required=True, help="one line: what the record does (also its folder slug)")
     ra.add_argument("--contributors", action="append", metavar="A,B", help="names, comma-separated (repeatable)")
     ra.add_argument("--parent", help="id of the record this one improves on (default: the track's latest official)")
@@ -315,6 +485,17 @@ def build_parser() -> argparse.ArgumentParser:
     im.add_argument("--dry-run", action="store_true", help="print the plan, write nothing")
     im.add_argument("--json", action="store_true", help="print the plan/result as JSON")
     im.set_defaults(func=cmd_import)
+
+    why = "check each kernel against its reference, then time it beside the eager and compiled reference"
+    b = sub.add_parser("bench", help=why, description=why)
+    b.add_argument("names", nargs="*", metavar="NAME", help="kernels to bench (default: all): xxt softcap_ce fp8_linear relu2_linear")
+    b.add_argument("--shapes", choices=("record", "small"), help="gpt2-small record shapes (default on CUDA) or the tiny preset's (default on CPU)")
+    b.add_argument("--json", metavar="FILE", help="also write the results to FILE ('-': print JSON only)")
+    b.add_argument("--compare", metavar="FILE", help="an earlier results file: show the change, exit 1 beyond --threshold")
+    b.add_argument("--threshold", type=float, default=0.10, help="allowed slowdown for --compare (default 0.10 = 10%%)")
+    b.add_argument("--no-compile", action="store_true", help="skip the torch.compile'd reference (quick runs)")
+    b.add_argument("--no-save", action="store_true", help="do not store the results under records/_bench/")
+    b.set_defaults(func=cmd_bench)
 
     m = sub.add_parser("main", help="the main job for this machine (what ./run.sh runs)")
     m.set_defaults(func=cmd_main)

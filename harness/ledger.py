@@ -374,9 +374,10 @@ def _verdict_json(v: verify.Verdict) -> dict:
 
 def add(log_paths: list[str], track_name: str, title: str, *, contributors: list[str] = (), parent: str | None = None,
         date: str | None = None, unofficial: bool = False, readme: str | None = None, source: dict | None = None,
-        root: Path | None = None, regenerate: bool = True, prepared=None) -> Added:
+        root: Path | None = None, regenerate: bool = True, prepared=None, force_unofficial: bool = False) -> Added:
     """Verify, then store one record and append its ledger line. A failing verification raises
-    Refused unless `unofficial`; bad input raises InputError; either way nothing is written."""
+    Refused unless `unofficial`; bad input raises InputError; either way nothing is written.
+    `force_unofficial`: stored unofficial even if its logs verify (an attempt that lost runs)."""
     root = root or repo_root()
     date = date or _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d")
     if not DATE.match(date):
@@ -412,10 +413,12 @@ def add(log_paths: list[str], track_name: str, title: str, *, contributors: list
         rid = f"{track_name}/{name}"
         files = dict(snapshot)
         files.update(stored)
-        readme_text = render_readme(rid, track, title, date, contributors, parent, v, summary, readme, notes)
+        readme_text = render_readme(rid, track, title, date, contributors, parent, v, summary, readme, notes,
+                                    forced=force_unofficial)
         files["README.md"] = readme_text.encode("utf-8")
         rec = Record(schema_version=SCHEMA_VERSION, id=rid, track=track_name, track_version=track["version"],
-                     title=title, date=date, contributors=list(contributors), parent=parent, official=v.ok,
+                     title=title, date=date, contributors=list(contributors), parent=parent,
+                     official=v.ok and not force_unofficial,
                      code_sha256=first.code_sha256 if first else None,
                      files={k: sha256_bytes(b) for k, b in sorted(files.items())}, runs=runs, summary=summary,
                      verdict=_verdict_json(v), source=source)
@@ -472,12 +475,13 @@ def fmt(x, spec: str, scale: float = 1.0, unit: str = "") -> str:
     return "-" if x is None else format(x * scale, spec) + unit
 
 
-def render_readme(rid, track, title, date, contributors, parent, v, summary, text, notes) -> str:
+def render_readme(rid, track, title, date, contributors, parent, v, summary, text, notes, forced=False) -> str:
     s = summary
     ci = s["train_time_ms_ci95"]
     out = [f"# {_md(title)}", "",
            f"Record `{rid}` on track `{track['name']}` (version {track['version']}), {date}: "
-           + ("**official** (every check passed)." if v.ok else "**unofficial** (verification failed)."), "",
+           + ("**unofficial** (its attempt lost runs; see the notes)." if forced else
+              "**official** (every check passed)." if v.ok else "**unofficial** (verification failed)."), "",
            f"Contributors: {_md(', '.join(contributors)) or '-'}  ", f"Parent: {f'`{parent}`' if parent else '-'}", "",
            "## What changed and why", "", (text.rstrip() if text and text.strip() else "_Not stated._"), "",
            "## Summary", "",

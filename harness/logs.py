@@ -57,6 +57,7 @@ SMI_SUBSTITUTE = re.compile(r"nvidia-smi: unavailable .*; torch sees (\d+)× (.+
 OURS = re.compile(r"speedrun ((?:\S+:\S+ ?)+)\s*$")
 CODE_SHA = re.compile(r"code_sha256 (\S+): ([0-9a-f]{64})")
 DATA_SHA = re.compile(r"data_sha256: ([0-9a-f]*)")
+VAL_SHA = re.compile(r"val_shard_sha256 (.+?): ([0-9a-f]{64})\s*$")
 CPU = re.compile(r"CPU: (.*)")
 
 
@@ -121,6 +122,7 @@ class Environment:
     speedrun: dict = field(default_factory=dict)     # our `speedrun track:… preset:…` line
     code_sha256: dict = field(default_factory=dict)  # path → hex, as the env block states it
     data_sha256: str | None = None
+    val_shard_sha256: dict = field(default_factory=dict)  # val shard file name → hex (vs the track's [data.pin])
 
 
 @dataclass
@@ -309,6 +311,9 @@ def _parse_env(lines: list[str], rows: range) -> Environment:
                 env.code_sha256[m.group(1)] = m.group(2)
         elif line.startswith("data_sha256: "):
             env.data_sha256 = DATA_SHA.match(line).group(1)
+        elif line.startswith("val_shard_sha256 "):
+            if m := VAL_SHA.match(line):
+                env.val_shard_sha256[m.group(1)] = m.group(2)
         elif line.startswith("CPU: "):
             env.cpu = line[5:]
         elif line.startswith("nvidia-smi: unavailable"):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -50,3 +51,14 @@ def load_track(name: str) -> dict:
         raise TrackError(f"{path}: name = {track['name']!r} but the folder is {name!r}")
     track["_path"] = str(path)
     return track
+
+
+def data_pin(track: dict) -> dict[str, str]:
+    """The track's `[data.pin]`: val shard file name → sha256, as `speedrun data fineweb --pin` wrote it
+    ({} when the track pins nothing)."""
+    pin = track.get("data", {}).get("pin", {})
+    where = track.get("_path", track.get("name", "track"))
+    if not isinstance(pin, dict) or not all(isinstance(v, str) and re.fullmatch(r"[0-9a-f]{64}", v)
+                                            for v in pin.values()):
+        raise TrackError(f"{where}: [data.pin] must map file names to 64-hex-digit sha256 strings")
+    return pin

@@ -7,6 +7,7 @@ Checks per run (a file with several trials holds several runs, named `file#k`):
   hardware    the GPU model and count (or CPU) the track requires
   code        all runs carry the same source (and `--script` when given); no banned pattern in live code
   provenance  (our logs) code/data hashes in the env block and RESULT agree with the embedded source
+  data        (our logs) the val shards' logged sha256 are exactly the track's [data.pin] (no pin: passes, says so)
 
 It reads logs only: embedded code is tokenized to strip comments, never executed.
 Standard library + rich only.
@@ -23,9 +24,9 @@ from statistics import fmean, stdev
 
 from harness import logs, stats
 from harness.errors import InputError
-from harness.track import load_track
+from harness.track import data_pin, load_track
 
-CHECKS = ("complete", "target", "timing", "hardware", "code", "provenance")
+CHECKS = ("complete", "target", "timing", "hardware", "code", "provenance", "data")
 
 
 @dataclass
@@ -99,6 +100,7 @@ def verify(parsed: list[logs.ParsedLog], track: dict, script_text: str | None = 
         r.checks = [_complete(r), target_check, _timing(r), _hardware(r, track), code_check]
         if r.log.era == logs.ERA_OURS:
             r.checks.append(_provenance(r, track))
+            r.checks.append(_data(r, track))
     return Verdict(track["name"], runs, summary)
 
 
@@ -360,3 +362,24 @@ def _provenance(r: Run, track: dict) -> Check:
         return Check("provenance", False, "; ".join(problems))
     return Check("provenance", True, f"code and data hashes agree ({len(actual)} file(s), data "
                                      f"{p.env.data_sha256[:12]}…)")
+
+
+# ---- data -------------------------------------------------------------------------------------------------
+
+def _data(r: Run, track: dict) -> Check:
+    """The `val_shard_sha256 NAME: HEX` lines against the track's [data.pin]: every pinned shard logged with
+    its pinned hash, and no val shard the track does not pin."""
+    pin, logged = data_pin(track), r.log.env.val_shard_sha256
+    if not pin:
+        return Check("data", True, f"no pin in the track ({len(logged)} val shard hash(es) logged)")
+    problems = []
+    for name, want in sorted(pin.items()):
+        got = logged.get(name)
+        if got is None:
+            problems.append(f"no val_shard_sha256 line for {name}, which the track pins")
+        elif got != want:
+            problems.append(f"{name}: logged sha256 {got[:12]}… ≠ the track's pin {want[:12]}…")
+    problems += [f"val shard {name} is not pinned by the track" for name in sorted(set(logged) - set(pin))]
+    if problems:
+        return Check("data", False, "; ".join(problems))
+    return Check("data", True, f"{len(pin)} val shard(s) match the track's pin ({', '.join(sorted(pin))})")

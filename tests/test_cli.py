@@ -56,13 +56,6 @@ def test_trainer_command_uses_torchrun_for_several_ranks():
     assert one[1].endswith("train_gpt.py") and one[-3:] == ["--max-steps", "5", "--no-compile"] and "--seed" in one
 
 
-def test_main_job_on_an_8_gpu_node_says_it_is_not_built_yet(monkeypatch, capsys):
-    """`./run.sh` on an 8-GPU machine says the gpt2-small attempt is not built yet, rather than pretending."""
-    monkeypatch.setattr(run, "gpu_count", lambda: 8)
-    assert run.main_job() == 2
-    assert "not built yet" in capsys.readouterr().out
-
-
 def test_speedrun_run_end_to_end(corpus, capsys):
     """`speedrun run --max-steps 2 --json` runs the trainer, streams it, and reports its RESULT: a smoke
     run is incomplete, so it cannot meet the target (exit 1), and the log it names exists."""

@@ -302,8 +302,10 @@ def test_the_log_has_the_design_sections(one_rank_log):
     assert len(parts) == 3
     source, env, run = parts
     assert source.startswith("# ==== file: train_gpt.py ====\n")
-    embedded = source.split("\n", 1)[1] + "\n"
-    assert embedded == (ROOT / "train_gpt.py").read_text()
+    files = re.split(r"^# ==== file: (.+) ====\n", source + "\n", flags=re.M)[1:]
+    files = dict(zip(files[::2], files[1::2]))
+    assert files["train_gpt.py"] == (ROOT / "train_gpt.py").read_text()
+    assert files["kernels/capability.py"] == (ROOT / "kernels/capability.py").read_text()  # imported, so embedded
     for pat in (r"^Running Python 3\.", r"^Running PyTorch \S+ compiled for CUDA ", r"^Running Triton version ",
                 r"^CPU: .+ cores:\d+", r"^speedrun track:tiny-cpu preset:tiny seed:0 run_id:one world_size:1 device:cpu$",
                 r"^code_sha256 train_gpt\.py: [0-9a-f]{64}$", r"^data_sha256: [0-9a-f]{64} "):
@@ -317,7 +319,7 @@ def test_the_log_has_the_design_sections(one_rank_log):
     result = json.loads(lines[-1][len("RESULT "):])
     for key in ("val_loss", "train_time_ms", "steps", "seed", "run_id", "track", "code_sha256"):
         assert key in result
-    assert result["code_sha256"] == hashlib.sha256(embedded.encode()).hexdigest()
+    assert result["code_sha256"] == hashlib.sha256(files["train_gpt.py"].encode()).hexdigest()
     assert result["steps"] == 3 and result["val_loss"] == pytest.approx(val_losses(log)[-1], abs=1e-4)
     # the clock stops for validation: train_time is monotonic and the val line repeats the step's time
     times = [int(t) for t in re.findall(r"train_time:(\d+)ms", run)]

@@ -1,0 +1,649 @@
+"""`speedrun attempt`: N seeded runs of a script on a track, optionally interleaved A/B with a recorded
+baseline, every run kept in a manifest whatever became of it; then verification and a verdict.
+
+    speedrun attempt --track tiny-cpu --runs 3 --nproc 2 --max-steps 6   # a smoke attempt on a laptop
+    speedrun attempt --track gpt2-small --runs 4                          # 8×H100: the track's nproc
+    speedrun attempt --track tiny-cpu --runs 4 --baseline tiny-cpu/0001   # A B A B …: speedup with a CI
+    speedrun attempt --track tiny-cpu --runs 3 --record "what changed" --contributors me
+
+Several nodes: every node runs the same command, and torchrun joins a c10d rendezvous instead of
+`--standalone`. Under SLURM, one task per node:
+
+    srun --nodes=2 --ntasks-per-node=1 --gpus-per-node=8 bash -c 'speedrun attempt \\
+        --track gpt2-medium --nproc 8 --nnodes "$SLURM_NNODES" --node-rank "$SLURM_NODEID" \\
+        --rdzv-endpoint "$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n1):29500" \\
+        --rdzv-id "$SLURM_JOB_ID"'
+
+Only global rank 0 writes a run's log, so the node that holds it has the logs and the verdict.
+
+Everything lands in logs/attempts/<attempt id>/:
+    attempt.json          the manifest: every run started, finished or not; rewritten atomically
+                          (temp file + rename) when a run starts and when it ends
+    <run id>.txt          each run's log, as the trainer writes it
+    console/<run id>.txt  all the run printed: every rank, and torchrun's own failure report
+    ranks/<run id>/       torchrun --tee: each rank's stdout and stderr in files of their own
+    baseline/             the baseline record's snapshot (script + kernels), checked against its record.json
+
+A run's outcome is one of
+    ok           exit 0 and a RESULT line
+    diverged     the trainer printed its `diverged:` line (exit 3)
+    failed       any other end; when a rank dies, the message names the rank torchrun saw fail first
+                 and its last lines are shown
+    timeout      it ran past --timeout seconds: its whole process tree is killed, the attempt goes on
+    interrupted  Ctrl-C or SIGTERM: its process tree is stopped and the attempt ends (exit 130)
+
+A record takes every candidate run of its attempt, so none can be dropped quietly: when any candidate
+run did not finish, recording is refused (nothing written) unless --unofficial; then every candidate
+log with a run in it is stored (the unfinished ones fail verification's `complete` check) and the
+record's README names the runs that left no log. The ledger's verification decides `official`; a
+speedup over the baseline is reported in the verdict, not enforced by the ledger.
+`speedrun record add --attempt DIR` records from a manifest by the same rule, after checking every
+log's sha256 against it.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import math
+import os
+import signal
+import sys
+import uuid
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from harness import run as runner
+from harness.errors import InputError
+from harness.track import load_track, repo_root
+
+SCHEMA = 1
+MANIFEST = "attempt.json"
+OUTCOMES = ("ok", "failed", "diverged", "timeout", "interrupted")
+EXIT_OK, EXIT_FAIL, EXIT_INTERRUPTED = 0, 1, 130
+
+
+@dataclass
+class Options:
+    track: str
+    runs: int | None = None
+    seeds: list[int] | None = None
+    script: str | None = None
+    nproc: int | None = None
+    nnodes: int = 1
+    node_rank: int | None = None
+    rdzv_endpoint: str | None = None
+    rdzv_id: str | None = None
+    baseline: str | None = None
+    max_steps: int | None = None
+    timeout: float | None = None
+    data_dir: str | None = None
+    fault: str | None = None          # SPEEDRUN_FAULT for the first candidate run only (tests)
+    record: str | None = None         # title
+    contributors: tuple = ()
+    unofficial: bool = False
+    as_json: bool = False
+
+
+# ---- the manifest --------------------------------------------------------------------------------------
+
+def sha256_file(path: Path) -> str | None:
+    try:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        return h.hexdigest()
+    except OSError:
+        return None
+
+
+def finite(obj):
+    """JSON-safe: nan and inf become null, recursively (a diverged run's numbers are not numbers)."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite(v) for v in obj]
+    return obj
+
+
+class Manifest:
+    """attempt.json: written whole to a temp file, fsynced, renamed over the old one. A write that fails
+    (a full disk) leaves the previous version in place and is retried at the next save."""
+
+    def __init__(self, folder: Path, data: dict):
+        self.folder, self.data = folder, data
+        self.path = folder / MANIFEST
+        self.error: str | None = None
+
+    def save(self) -> bool:
+        tmp = self.path.with_name(f".{MANIFEST}.tmp")
+        try:
+            with open(tmp, "w", encoding="utf-8") as f:
+                f.write(json.dumps(finite(self.data), indent=2, allow_nan=False) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
+            self.error = None
+            return True
+        except OSError as e:
+            self.error = f"{self.path}: not written ({e.strerror or e}); the previous version stands"
+            try:
+                tmp.unlink()
+            except OSError:
+                pass
+            return False
+
+
+def load_manifest(folder: str | Path) -> dict:
+    path = Path(folder) / MANIFEST
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(f"{path}: no attempt manifest here; `speedrun attempt` writes one per attempt "
+                         f"under logs/attempts/") from None
+    except (OSError, ValueError) as e:
+        raise InputError(f"{path}: not readable JSON ({e})") from None
+    if not isinstance(data, dict) or data.get("schema") != SCHEMA or not isinstance(data.get("runs"), list):
+        raise InputError(f"{path}: not an attempt manifest (schema {SCHEMA}, with runs)")
+    return data
+
+
+def new_attempt_id(track: str) -> str:
+    now = _dt.datetime.now(_dt.timezone.utc)
+    return f"{now:%Y%m%d-%H%M%S}-{track}-{uuid.uuid4().hex[:6]}"
+
+
+# ---- the baseline: a record's own snapshot ---------------------------------------------------------------
+
+def find_record(rid: str):
+    """The ledger record `rid`, given whole (tiny-cpu/0001_slug) or by number (tiny-cpu/0001)."""
+    from harness import ledger
+
+    recs = ledger.records()
+    hits = [r for r in recs if r.id == rid or r.id.startswith(f"{rid.rstrip('_')}_")]
+    if len(hits) != 1:
+        known = ", ".join(r.id for r in recs) or "none"
+        raise InputError(f"--baseline {rid}: {'no' if not hits else 'more than one'} such record in "
+                         f"{ledger.ledger_path()} (known: {known})")
+    return hits[0]
+
+
+def snapshot_baseline(rec, dest: Path) -> Path:
+    """Copy the record's script and kernels (every stored file but logs/, README.md and record.json), each
+    checked against record.json's sha256, to dest; the script to run is its train_gpt.py (or its one .py)."""
+    from harness import ledger
+
+    src = repo_root() / "records" / rec.folder
+    files = [p for p in rec.files if not p.startswith("logs/") and p not in ledger.RESERVED]
+    for rel in files:
+        data = (src / rel).read_bytes() if (src / rel).is_file() else None
+        if data is None or ledger.sha256_bytes(data) != rec.files[rel]:
+            raise InputError(f"{src / rel}: missing or edited since it was recorded; run `speedrun ledger check`")
+        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+        (dest / rel).write_bytes(data)
+    scripts = ["train_gpt.py"] if "train_gpt.py" in files else [p for p in files if "/" not in p and p.endswith(".py")]
+    if len(scripts) != 1:
+        raise InputError(f"record {rec.id} stores {len(scripts) or 'no'} top-level scripts ({', '.join(scripts)}): "
+                         f"nothing to run as its baseline")
+    return dest / scripts[0]
+
+
+# ---- one run ---------------------------------------------------------------------------------------------
+
+def root_cause(tail) -> dict:
+    """From torchrun's failure report: the rank it saw fail first, its exit code and its traceback line."""
+    lines = list(tail)
+    try:
+        start = max(i for i, line in enumerate(lines) if line.startswith("Root Cause"))
+    except ValueError:
+        return {}
+    out = {}
+    for line in lines[start:]:
+        key, sep, value = line.strip().partition(":")
+        key, value = key.strip(), value.strip()
+        if sep and key == "rank" and "rank" not in out:
+            out["rank"], out["local_rank"] = int(value.split()[0]), int(value.rsplit(":", 1)[-1].strip(" )"))
+        elif sep and key == "exitcode" and "exitcode" not in out:
+            out["exitcode"] = int(value.split()[0])
+        elif sep and key == "traceback" and "traceback" not in out:
+            out["traceback"] = value
+    return out
+
+
+def _last_error(lines) -> str | None:
+    """The last line of a Python traceback (`SomeError: …`) in lines, or None."""
+    for line in reversed(list(lines)):
+        s = line.strip()
+        head = s.split(":", 1)[0]
+        if head and " " not in head and (head.endswith(("Error", "Exception", "Exit", "Interrupt"))):
+            return s
+    return None
+
+
+def _finite_number(x) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x)
+
+
+def classify(done: runner.Finished, watch: runner.Watch, *, timeout, multinode: bool) -> tuple[str, str, int | None]:
+    """(outcome, message, rank to show) for a finished stream."""
+    at = f"at step {watch.step}/{watch.total}" if watch.total else "before its first step"
+    if done.interrupted:
+        return "interrupted", f"interrupted (Ctrl-C or SIGTERM) {at}; its process tree was stopped", None
+    if done.timed_out:
+        return "timeout", f"ran past --timeout {timeout:g} s {at}; its process tree was killed", None
+    if watch.diverged:
+        return "diverged", watch.diverged, None
+    if done.code == 0 and watch.result and not _finite_number(watch.result.get("val_loss")):
+        return "diverged", f"final val_loss is {watch.result.get('val_loss')} {at}", None
+    if done.code == 0 and watch.result:
+        r = watch.result
+        return "ok", f"val_loss {r.get('val_loss')} after {r.get('steps')} steps in {r.get('train_time_ms', 0) / 1000:.2f} s", None
+    if done.code == 0:
+        if multinode:
+            return "ok", "finished; rank 0 (and its log) is on another node", None
+        return "failed", "exit 0 without a RESULT line", None
+    cause = root_cause(done.tail)
+    if cause:
+        rank = cause.get("local_rank")
+        said = _last_error(done.ranks.get(rank, ()))
+        why = cause.get("traceback", "")
+        if said and (not why or why.startswith("To enable traceback")):
+            why = said
+        return "failed", (f"rank {cause.get('rank')} failed first (exitcode {cause.get('exitcode')}): {why}".rstrip(": ")
+                          + f"; torchrun exit {done.code}"), rank
+    said = _last_error(done.tail)
+    return "failed", f"exit {done.code}" + (f": {said}" if said else ""), None
+
+
+# ---- the attempt -----------------------------------------------------------------------------------------
+
+def run_attempt(o: Options) -> int:
+    from rich.console import Console
+
+    track = load_track(o.track)
+    script = Path(o.script).resolve() if o.script else repo_root() / "train_gpt.py"
+    if not script.is_file():
+        raise InputError(f"--script {script}: no such file")
+    seeds = list(o.seeds) if o.seeds else list(range(o.runs if o.runs is not None else 3))
+    if not seeds or (o.runs is not None and o.seeds and len(o.seeds) != o.runs):
+        raise InputError(f"--runs {o.runs} and --seeds {','.join(map(str, o.seeds or []))}: give one, or agree")
+    if o.timeout is not None and o.timeout <= 0:
+        raise InputError(f"--timeout {o.timeout}: expected seconds > 0")
+    nproc = o.nproc or int(track.get("nproc", track["hardware"].get("count", 1)))
+    rec = find_record(o.baseline) if o.baseline else None
+    if rec is not None and rec.track != track["name"]:
+        raise InputError(f"--baseline {rec.id} is a {rec.track} record; this attempt is on {track['name']}")
+    data_dir, _ = runner.prepare_data(track, o.data_dir)
+
+    aid = new_attempt_id(track["name"])
+    adir = repo_root() / "logs" / "attempts" / aid
+    adir.mkdir(parents=True)
+    base = None
+    if rec is not None:
+        base = {"record": rec.id, "script": str(snapshot_baseline(rec, adir / "baseline"))}
+        base["script_sha256"] = sha256_file(Path(base["script"]))
+    plan = [(role, s) for s in seeds for role in (("baseline", "candidate") if base else ("candidate",))]
+    manifest = Manifest(adir, {
+        "schema": SCHEMA, "id": aid, "dir": str(adir), "track": track["name"], "track_version": track["version"],
+        "status": "running", "started": _now(), "finished": None, "command": ["speedrun", *sys.argv[1:]],
+        "script": str(script), "script_sha256": sha256_file(script), "baseline": base,
+        "seeds": seeds, "nproc": nproc, "nnodes": o.nnodes, "max_steps": o.max_steps, "timeout_s": o.timeout,
+        "data_dir": str(data_dir), "runs": [], "verdict": None, "recorded": None})
+    console = Console(stderr=o.as_json)  # --json keeps stdout for the JSON alone
+    console.print(f"[bold]attempt {aid}[/]: {track['name']} v{track['version']}, {len(plan)} run(s) × {nproc} "
+                  f"process(es){f' × {o.nnodes} nodes' if o.nnodes > 1 else ''}"
+                  + (f", A/B against {base['record']}" if base else "") + f" → {adir}", highlight=False)
+    if not manifest.save():
+        raise InputError(manifest.error)
+
+    old_term = signal.signal(signal.SIGTERM, _interrupt)
+    interrupted = False
+    try:
+        interrupted = _run_all(o, track, plan, script, base, data_dir, nproc, manifest, console)
+    finally:
+        signal.signal(signal.SIGTERM, old_term)
+
+    m = manifest.data
+    m["status"], m["finished"] = ("interrupted" if interrupted else "done"), _now()
+    verdict = m["verdict"] = judge(m, track, o.max_steps)
+    code = EXIT_OK if verdict["record"] else EXIT_FAIL
+    if interrupted:
+        code = EXIT_INTERRUPTED
+        if o.record:
+            m["recorded"] = {"recorded": False, "reason": "the attempt was interrupted: nothing recorded"}
+    elif o.record and not verdict["record"] and not o.unofficial:
+        m["recorded"] = {"recorded": False, "reason": "not a record (see the verdict): nothing recorded "
+                                                      "(--unofficial records the runs, marked unofficial)"}
+        code = EXIT_FAIL
+    elif o.record:
+        if not manifest.save():  # the record reads the manifest as it stands
+            raise InputError(manifest.error)
+        m["recorded"] = record_attempt(adir, o.record, contributors=o.contributors, unofficial=o.unofficial)
+        if not m["recorded"]["recorded"]:
+            code = EXIT_FAIL
+    if not manifest.save():
+        console.print(f"[red]{manifest.error}[/]", highlight=False)
+    if o.as_json:
+        print(json.dumps(finite(m), indent=2, allow_nan=False))
+    else:
+        show(m, track, console)
+    return code
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _run_all(o, track, plan, script, base, data_dir, nproc, manifest, console) -> bool:
+    """Every planned run, in order; True when Ctrl-C/SIGTERM ended the attempt."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    runs = manifest.data["runs"]
+    adir = manifest.folder
+    multinode = o.nnodes > 1
+    with Progress(TextColumn("{task.description}"), BarColumn(bar_width=24), MofNCompleteColumn(),
+                  TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=console,
+                  transient=True) as progress:
+        overall = progress.add_task(f"[bold]{track['name']}[/]", total=len(plan), info="")
+        try:
+            for k, (role, seed) in enumerate(plan):
+                tag = "b" if role == "baseline" else "c"
+                run_id = f"{track['name']}-{tag}{k}-s{seed}-{uuid.uuid4().hex[:6]}"
+                launch = runner.Launch(nproc=nproc, nnodes=o.nnodes, node_rank=o.node_rank,
+                                       rdzv_endpoint=o.rdzv_endpoint, rdzv_id=f"{o.rdzv_id or 'speedrun'}-{k}")
+                if launch.torchrun:  # each rank's output in files, and tagged on the console
+                    launch = replace(launch, rank_logs=adir / "ranks" / run_id)
+                run_script = Path(base["script"]) if role == "baseline" else script
+                cmd = runner.trainer_command(track, seed=seed, data_dir=data_dir, run_id=run_id, log_dir=adir,
+                                             max_steps=o.max_steps, script=run_script, launch=launch)
+                fault = o.fault if (o.fault and role == "candidate" and not any(r["role"] == "candidate" for r in runs)) else None
+                env = runner.trainer_env(track, **({"SPEEDRUN_FAULT": fault} if fault else {}))
+                entry = {"index": k, "role": role, "seed": seed, "run_id": run_id, "outcome": "running",
+                         "exit_code": None, "log": f"{run_id}.txt", "log_sha256": None,
+                         "console": f"console/{run_id}.txt", "message": "", "started": _now(), "wall_s": None,
+                         "val_loss": None, "train_time_ms": None, "steps": None, "step_avg_ms": None}
+                if fault:
+                    entry["fault"] = fault
+                runs.append(entry)
+                manifest.save()
+
+                watch = runner.Watch(o.max_steps)
+                task = progress.add_task(f"  {role} s{seed}", total=None, info="starting")
+                progress.update(overall, info=f"run {k + 1}/{len(plan)}")
+
+                def on_line(line, rank, watch=watch, task=task):
+                    if watch.feed(line) in ("step", "val"):
+                        progress.update(task, completed=watch.step, total=watch.total, info=_live(watch))
+
+                done = runner.stream(cmd, env, on_line, cwd=run_script.parent, timeout=o.timeout,
+                                     ranked=launch.torchrun, transcript=adir / entry["console"])
+                outcome, message, show_rank = classify(done, watch, timeout=o.timeout, multinode=multinode)
+                r = watch.result if outcome == "ok" else {}  # a run that did not finish has no result
+                log = adir / entry["log"]
+                entry.update(outcome=outcome, exit_code=done.code, message=message, wall_s=round(done.wall_s, 2),
+                             log_sha256=sha256_file(log), val_loss=r.get("val_loss"),
+                             train_time_ms=r.get("train_time_ms"), steps=r.get("steps", watch.step or None),
+                             step_avg_ms=r.get("step_avg_ms"))
+                if not log.is_file():
+                    entry["log"] = None
+                if outcome != "ok":
+                    entry["tail"] = _failing_lines(done, show_rank, outcome)
+                manifest.save()
+                progress.remove_task(task)
+                progress.advance(overall)
+                _print_row(progress.console, entry, len(plan))
+                if outcome not in ("ok", "interrupted"):
+                    for line in entry["tail"]:
+                        progress.console.print(f"      {line}", style="dim", markup=False, highlight=False)
+                if manifest.error:
+                    progress.console.print(f"[red]{manifest.error}[/]", highlight=False)
+                if outcome == "interrupted":
+                    return True
+        except KeyboardInterrupt:  # between runs, or while the manifest was written
+            for e in runs:
+                if e["outcome"] == "running":
+                    e.update(outcome="interrupted", message="interrupted (Ctrl-C or SIGTERM)")
+            manifest.save()
+            return True
+    return False
+
+
+def _live(w: runner.Watch) -> str:
+    parts = []
+    if w.val_loss is not None:
+        parts.append(f"val {w.val_loss:.4f}")
+    if w.step_avg_ms is not None:
+        parts.append(f"{w.step_avg_ms:.0f} ms/step")
+    if w.eta_s is not None:
+        parts.append(f"ETA {w.eta_s:.0f} s")
+    return "  ".join(parts)
+
+
+def _failing_lines(done: runner.Finished, rank: int | None, outcome: str) -> list[str]:
+    """What to show of a run that did not finish: the failing rank's own last lines, then the end of
+    everything (torchrun's report included)."""
+    out = []
+    if outcome == "diverged":  # the trainer said what happened (the message repeats it): its last lines
+        return list(done.ranks.get(0) or done.ranks.get(None) or done.tail)[-4:]
+    if rank is not None:
+        mine = list(done.ranks.get(rank, ()))[-12:]
+        out += [f"rank {rank}'s last lines:"] + ([f"  {x}" for x in mine] or ["  (it printed nothing)"])
+        rest = [x for x in done.tail if not x.startswith(f"[rank {rank}] ")]
+        block = next((i for i, x in enumerate(rest) if x.startswith("Root Cause")), None)
+        out += rest[block:] if block is not None else rest[-12:]
+    else:
+        out += list(done.tail)[-20:]
+    return out
+
+
+def _print_row(console, e: dict, n: int) -> None:
+    from rich.markup import escape
+
+    mark = {"ok": "[green]✓[/]", "interrupted": "[yellow]■[/]"}.get(e["outcome"], "[red]✗[/]")
+    head = f"{mark} {e['index'] + 1}/{n} {e['role']:<9} s{e['seed']:<3} {e['outcome']:<11}"
+    if e["outcome"] == "ok" and e["val_loss"] is not None:
+        console.print(f"{head} val_loss {e['val_loss']:.4f}  train {e['train_time_ms'] / 1000:7.2f} s  "
+                      f"{e['step_avg_ms']:.0f} ms/step  {e['log']}", highlight=False)
+    else:
+        console.print(f"{head} {escape(e['message'])}", highlight=False)
+
+
+# ---- the verdict -----------------------------------------------------------------------------------------
+
+def judge(m: dict, track: dict, max_steps: int | None = None) -> dict:
+    """Record or not, and why: unfinished candidate runs, verification of the candidate logs (target at
+    the track's α, completeness, timing, hardware, code), a smoke run, the speedup over the baseline."""
+    from harness import stats, verify
+
+    adir = Path(m["dir"])
+    cands = [r for r in m["runs"] if r["role"] == "candidate"]
+    reasons = []
+    unfinished = [r for r in cands if r["outcome"] != "ok"]
+    if not cands:
+        reasons.append("no candidate run")
+    if unfinished:
+        reasons.append(f"{len(unfinished)} of {len(cands)} candidate run(s) did not finish ("
+                       + ", ".join(f"seed {r['seed']} {r['outcome']}" for r in unfinished) + ")")
+    planned = len(m.get("seeds") or [])
+    if len(cands) < planned:
+        reasons.append(f"{planned - len(cands)} of {planned} planned candidate run(s) never started")
+    if m.get("status") not in ("done", "running"):  # "running": judged at the end of this very attempt
+        reasons.append(f"the attempt is {m.get('status')}: not every planned run ran to its end")
+    missing = [r for r in cands if r["outcome"] == "ok" and not r["log"]]
+    if missing and len(missing) < len(cands):
+        reasons.append(f"{len(missing)} finished candidate run(s) left their log on another node: "
+                       "verify every run's log together")
+    logs = [str(adir / r["log"]) for r in cands if r["outcome"] == "ok" and r["log"]]
+    v = None
+    if logs:
+        try:
+            v = verify.verify_files(logs, track["name"], script=m["script"])
+        except InputError as e:
+            reasons.append(f"the candidate logs could not be verified: {e}")
+    elif cands and not unfinished:
+        reasons.append("no candidate log on this node (rank 0 ran on another)")
+    if v is not None and not v.ok:
+        s, sig = v.summary, track["significance"]
+        failed = [c for r in v.runs for c in r.checks if not c.ok]
+        if any(c.name == "target" for c in failed):
+            if s["n"] >= 2 and s["mean_val_loss"] is not None:
+                p = "-" if s["p_value"] is None else f"{s['p_value']:.3g}"
+                reasons.append(f"target not met: mean val_loss {s['mean_val_loss']:.4f} over {s['n']} run(s) vs "
+                               f"{track['target']} (one-sided p = {p}, needs < {sig.get('alpha', 0.01)})")
+            else:
+                reasons.append(f"target not met: {s['n']} finished run(s); the t-test needs at least 2")
+        for name in dict.fromkeys(c.name for c in failed if c.name != "target"):
+            detail = next(c.detail for c in failed if c.name == name)
+            reasons.append(f"{name}: {detail}")
+    if max_steps:
+        reasons.append(f"a smoke attempt (--max-steps {max_steps}): the runs stop before the track's last step")
+    speed = None
+    if m.get("baseline"):
+        by_seed = {}
+        for r in m["runs"]:
+            if r["outcome"] == "ok" and r["train_time_ms"]:
+                by_seed.setdefault(r["seed"], {})[r["role"]] = r["train_time_ms"]
+        pairs = [(t["baseline"], t["candidate"]) for t in by_seed.values() if len(t) == 2]
+        rid = m["baseline"]["record"]
+        if not pairs:
+            reasons.append(f"no seed with both runs finished: no speedup over {rid}")
+        else:
+            s = stats.speedup(pairs)
+            speed = {"baseline": rid, "pairs": len(pairs), "speedup": s.estimate, "ci95": [s.lo, s.hi],
+                     "baseline_mean_ms": sum(a for a, _ in pairs) / len(pairs),
+                     "candidate_mean_ms": sum(b for _, b in pairs) / len(pairs)}
+            a = [r["train_time_ms"] for r in m["runs"] if r["role"] == "baseline" and r["outcome"] == "ok"]
+            b = [r["train_time_ms"] for r in m["runs"] if r["role"] == "candidate" and r["outcome"] == "ok"]
+            if len(a) >= 2 and len(b) >= 2:
+                speed["time_difference_ms_ci95"] = list(stats.welch_interval(a, b))
+            ci = "" if s.lo is None else f" (95% CI {s.lo:.3f}–{s.hi:.3f})"
+            if s.estimate <= 1:
+                reasons.append(f"slower than baseline {rid}: speedup {s.estimate:.3f}×{ci}")
+            elif s.lo is None:
+                reasons.append(f"one A/B pair: no confidence interval on the speedup over {rid}; run more seeds")
+            elif s.lo <= 1:
+                reasons.append(f"not faster than baseline {rid} at 95%: speedup {s.estimate:.3f}×{ci} includes 1")
+    return finite({"record": not reasons, "reasons": reasons, "summary": v.summary if v else None,
+                   "verify": v.to_json() if v else None, "speedup": speed})
+
+
+# ---- recording -------------------------------------------------------------------------------------------
+
+def record_attempt(folder: str | Path, title: str, *, contributors=(), unofficial: bool = False,
+                   parent: str | None = None, date: str | None = None, readme: str | None = None) -> dict:
+    """Record every candidate run of an attempt: {"recorded": bool, "reason" | "record", "ledger_line",
+    "notes"}. Refused, with nothing written, when a candidate run did not finish (unless `unofficial`)
+    or the ledger's verification fails (unless `unofficial`). A log whose sha256 differs from the
+    manifest's, or a manifest that is not one, is bad input (InputError)."""
+    from harness import ledger, logs as logmod
+
+    folder = Path(folder).resolve()
+    m = load_manifest(folder)
+    cands = [r for r in m["runs"] if r.get("role") == "candidate"]
+    if not cands:
+        raise InputError(f"{folder / MANIFEST}: no candidate runs to record")
+    unfinished = [r for r in cands if r.get("outcome") != "ok"]
+    if m.get("status") != "done" and not unofficial:
+        return {"recorded": False, "reason": f"the attempt is {m.get('status')}, not done: nothing recorded "
+                                             "(--unofficial records what it has)"}
+    if len(cands) < len(m.get("seeds") or []) and not unofficial:
+        return {"recorded": False, "reason": f"{len(m['seeds']) - len(cands)} planned candidate run(s) never "
+                                             "started: a record takes every run of its attempt; nothing recorded"}
+    if unfinished and not unofficial:
+        return {"recorded": False, "reason": f"{len(unfinished)} of {len(cands)} candidate run(s) did not finish ("
+                + ", ".join(f"{r['run_id']}: {r['outcome']}" for r in unfinished)
+                + "): a record takes every run of its attempt; nothing recorded (--unofficial records them all, "
+                  "marked unofficial)"}
+    paths, without = [], []
+    for r in cands:
+        p = folder / r["log"] if r.get("log") else None
+        if p is None or not p.is_file():
+            without.append(r)
+            continue
+        if sha256_file(p) != r.get("log_sha256"):
+            raise InputError(f"{p}: sha256 differs from {folder / MANIFEST}'s: the log changed after the attempt")
+        if not logmod.parse_file(str(p)).trials:
+            without.append(r)
+            continue
+        paths.append(str(p))
+    if not paths:
+        return {"recorded": False, "reason": "no candidate log has a run in it: nothing to record"}
+    if without and not unofficial:
+        return {"recorded": False, "reason": f"{len(without)} candidate run(s) left no log with a run in it here ("
+                + ", ".join(r["run_id"] for r in without) + "): a record takes every run; nothing recorded"}
+    # anything short of every planned run, finished and logged, can only be unofficial
+    incomplete = bool(unfinished or without or m.get("status") != "done" or len(cands) < len(m.get("seeds") or []))
+    v, track, stored, notes = ledger.prepare(paths, m["track"])
+    notes.append(f"from attempt {m['id']}: {len(cands)} candidate run(s), "
+                 + ", ".join(f"{n} {o}" for o in OUTCOMES if (n := sum(r['outcome'] == o for r in cands))))
+    for r in without:
+        notes.append(f"run {r['run_id']} (seed {r['seed']}, {r['outcome']}) left no log with a run in it: {r['message']}")
+    source = {"attempt": m["id"], "manifest_sha256": sha256_file(folder / MANIFEST), "candidate_runs": len(cands),
+              "unfinished": [r["run_id"] for r in unfinished]}
+    parent = parent or (m.get("baseline") or {}).get("record")
+    try:
+        added = ledger.add(paths, m["track"], title, contributors=list(contributors), parent=parent, date=date,
+                           unofficial=unofficial, force_unofficial=incomplete, readme=readme, source=source,
+                           prepared=(v, track, stored, notes))
+    except ledger.Refused as e:
+        return {"recorded": False, "reason": str(e), "verdict": finite(e.verdict.to_json())}
+    return {"recorded": True, "record": added.record.to_json(), "ledger_line": added.line, "notes": added.notes}
+
+
+# ---- the report ------------------------------------------------------------------------------------------
+
+def show(m: dict, track: dict, console) -> None:
+    from rich.table import Table
+
+    t = Table(title=f"attempt {m['id']}: {m['track']}", title_justify="left")
+    for col in ("#", "role", "seed", "outcome", "val loss", "train time", "step avg", "log / message"):
+        t.add_column(col, overflow="fold")
+    for e in m["runs"]:
+        color = {"ok": "green", "interrupted": "yellow"}.get(e["outcome"], "red")
+        ok = e["outcome"] == "ok"
+        t.add_row(str(e["index"] + 1), e["role"], str(e["seed"]), f"[{color}]{e['outcome']}[/]",
+                  "-" if e["val_loss"] is None else f"{e['val_loss']:.4f}",
+                  "-" if e["train_time_ms"] is None else f"{e['train_time_ms'] / 1000:.2f} s",
+                  "-" if e["step_avg_ms"] is None else f"{e['step_avg_ms']:.0f} ms",
+                  (e["log"] or "-") if ok else e["message"])
+    console.print(t)
+    v = m["verdict"] or {}
+    s = v.get("summary")
+    if s and s.get("mean_val_loss") is not None:
+        p = "-" if s.get("p_value") is None else f"{s['p_value']:.3g}"
+        tt = "-" if s.get("mean_train_time_ms") is None else f"{s['mean_train_time_ms'] / 1000:.3f} s"
+        console.print(f"candidate: {s['n']} distinct run(s), mean val_loss {s['mean_val_loss']:.4f} "
+                      f"(target {track['target']}, p = {p}), mean train time {tt}", highlight=False)
+    sp = v.get("speedup")
+    if sp:
+        ci = sp["ci95"]
+        ci_text = "" if ci[0] is None else f", 95% CI {ci[0]:.3f}–{ci[1]:.3f}"
+        console.print(f"vs {sp['baseline']}: speedup [bold]{sp['speedup']:.3f}×[/] over {sp['pairs']} A/B pair(s){ci_text} "
+                      f"(baseline {sp['baseline_mean_ms'] / 1000:.2f} s, candidate {sp['candidate_mean_ms'] / 1000:.2f} s)",
+                      highlight=False)
+    if m["status"] == "interrupted":
+        console.print("[bold yellow]INTERRUPTED[/]: the attempt stopped; finished runs' logs are kept, the "
+                      "manifest marks the interrupted run, nothing was recorded", highlight=False)
+    if v.get("record"):
+        console.print("[bold green]RECORD[/]: every candidate run finished and passed verification"
+                      + (", and it is faster than the baseline" if sp else ""), highlight=False)
+    else:
+        console.print("[bold red]NOT A RECORD[/]:", highlight=False)
+        for reason in v.get("reasons", []):
+            console.print(f"  - {reason}", highlight=False, markup=False)
+    rec = m.get("recorded")
+    if rec:
+        if rec["recorded"]:
+            r = rec["record"]
+            kind = "[green]official[/]" if r["official"] else "[yellow]unofficial[/]"
+            console.print(f"recorded [bold]{r['id']}[/] ({kind}); ledger seq {rec['ledger_line']['seq']}", highlight=False)
+        else:
+            console.print(f"[red]not recorded[/]: {rec['reason']}", highlight=False, markup=False)
+    console.print(f"manifest: {Path(m['dir']) / MANIFEST}", highlight=False)

@@ -1,0 +1,333 @@
+"""`speedrun attempt`: seeded runs through torchrun, every run in the manifest whatever became of it,
+faults contained to their run, A/B against a recorded baseline, and a ledger no fault can touch.
+
+Every test works in a temporary SPEEDRUN_ROOT (a copy of the track files), runs the real trainer on the
+tiny preset for a few steps on the CPU (gloo), and never writes the repository's records.
+"""
+import hashlib
+import json
+import os
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from harness import attempt, cli, ledger, run
+from harness.errors import InputError
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "train_gpt.py"
+STEPS = "6"  # past the tiny preset's 3 untimed warm-up steps; faults are armed after them
+
+
+@pytest.fixture(scope="module")
+def track_corpus(tmp_path_factory):
+    """The tiny-cpu corpus exactly as the track defines it (so `speedrun attempt` uses it as is)."""
+    from harness import data
+    from harness.track import load_track
+
+    out = tmp_path_factory.mktemp("track-corpus")
+    data.ensure_synthetic(load_track("tiny-cpu"), out=str(out))
+    return out
+
+
+def make_root(path: Path) -> Path:
+    """A SPEEDRUN_ROOT with the tracks and no ledger."""
+    for toml in (ROOT / "records").glob("*/track.toml"):
+        (path / "records" / toml.parent.name).mkdir(parents=True)
+        shutil.copy(toml, path / "records" / toml.parent.name / "track.toml")
+    return path
+
+
+def records_state(root: Path) -> dict:
+    """sha256 of every file under records/ (the ledger, record folders, track files)."""
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted((root / "records").rglob("*")) if p.is_file() and p.name != ".ledger.lock"}
+
+
+def survivors(marker: str) -> list[str]:
+    """Live processes whose command line mentions marker (the temp root: every trainer and torchrun of a
+    test has it in --log-dir), found by scanning /proc."""
+    out = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                state = next((ln for ln in (d / "status").read_text().splitlines() if ln.startswith("State:")), "")
+            except OSError:
+                continue
+            if marker in cmd and "zombie" not in state:
+                out.append(f"{d.name}: {cmd[:200]}")
+    return out
+
+
+def speedrun(root: Path, *args, env=None, **kw) -> subprocess.CompletedProcess:
+    e = {k: v for k, v in os.environ.items() if k != "SPEEDRUN_FAULT"}
+    e.update(SPEEDRUN_ROOT=str(root), COLUMNS="160", **(env or {}))
+    return subprocess.run([sys.executable, "-m", "harness.cli", *map(str, args)], capture_output=True, text=True,
+                          env=e, cwd=ROOT, timeout=900, **kw)
+
+
+def attempt_args(corpus, *args):
+    return ["attempt", "--track", "tiny-cpu", "--script", SCRIPT, "--data-dir", corpus, "--max-steps", STEPS,
+            "--json", *args]
+
+
+def the_attempt(root: Path) -> Path:
+    (folder,) = (root / "logs" / "attempts").iterdir()
+    return folder
+
+
+def sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+# ---- a clean attempt, its record, and an A/B attempt against that record ----------------------------------
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory, track_corpus):
+    """`speedrun attempt --track tiny-cpu --runs 3 --nproc 2 --max-steps 6 --record …`, once per module."""
+    root = make_root(tmp_path_factory.mktemp("root"))
+    before = records_state(root)
+    p = speedrun(root, *attempt_args(track_corpus, "--runs", "3", "--nproc", "2", "--record", "smoke"))
+    return root, p, json.loads(p.stdout), before
+
+
+@pytest.mark.slow
+def test_three_runs_end_to_end(smoke):
+    """Three seeds run through torchrun (2 gloo ranks each), each into its own log under the attempt
+    folder, with step/val/RESULT facts and log sha256 in the manifest; verification runs on all three
+    and the verdict says why a smoke attempt is not a record; `--record` is refused by the ledger's
+    verification with nothing written; no trainer process outlives the attempt."""
+    root, p, m, before = smoke
+    assert p.returncode == 1, p.stderr[-3000:]
+    folder = the_attempt(root)
+    assert json.loads((folder / "attempt.json").read_text()) == m
+    assert m["status"] == "done" and m["track"] == "tiny-cpu" and m["nproc"] == 2 and m["script_sha256"] == sha(SCRIPT)
+    assert [(r["role"], r["seed"], r["outcome"], r["exit_code"]) for r in m["runs"]] == \
+        [("candidate", s, "ok", 0) for s in range(3)]
+    for r in m["runs"]:
+        log = folder / r["log"]
+        assert r["log_sha256"] == sha(log) and r["steps"] == 6 and r["val_loss"] < 4.8
+        assert log.read_text().rstrip().split("\n")[-1].startswith("RESULT ")
+        assert (folder / r["console"]).is_file()
+    v = m["verdict"]
+    assert v["record"] is False and v["verify"]["ok"] is False and len(v["verify"]["runs"]) == 3
+    assert any("smoke attempt" in r for r in v["reasons"]) and any(r.startswith("target not met") for r in v["reasons"])
+    assert m["recorded"]["recorded"] is False and "not a record" in m["recorded"]["reason"]  # --record needs a record
+    assert records_state(root) == before
+    assert "candidate s2" in p.stderr and "NOT A RECORD" not in p.stdout  # progress on stderr, JSON on stdout
+    assert survivors(str(root)) == []
+
+
+@pytest.fixture(scope="module")
+def baseline_record(smoke):
+    """The smoke attempt recorded as unofficial with `speedrun record add --attempt`."""
+    root, _, m, _ = smoke
+    p = speedrun(root, "record", "add", "--attempt", the_attempt(root), "--title", "smoke baseline", "--unofficial",
+                 "--json")
+    return root, p
+
+
+@pytest.mark.slow
+def test_record_add_attempt_takes_every_candidate_run(smoke, baseline_record, tmp_path):
+    """`record add --attempt DIR` stores every candidate log of the attempt (none can be left out), notes
+    the attempt in the record; it is refused (nothing written) when a run did not finish, and it is bad
+    input when a log changed after the attempt."""
+    root, p = baseline_record
+    assert p.returncode == 0, p.stderr
+    out = json.loads(p.stdout)
+    rec = out["record"]
+    m = json.loads((the_attempt(root) / "attempt.json").read_text())
+    assert sorted(k for k in rec["files"] if k.startswith("logs/")) == sorted(f"logs/{r['log']}" for r in m["runs"])
+    assert rec["source"]["attempt"] == m["id"] and rec["source"]["candidate_runs"] == 3 and not rec["official"]
+    assert ledger.check(root).ok
+
+    # a copy of the attempt whose second run "failed": refused, nothing written
+    bad = tmp_path / "attempt"
+    shutil.copytree(the_attempt(root), bad)
+    mb = json.loads((bad / "attempt.json").read_text())
+    mb["runs"][1].update(outcome="failed", message="exit 1")
+    (bad / "attempt.json").write_text(json.dumps(mb))
+    state = records_state(root)
+    p = speedrun(root, "record", "add", "--attempt", bad, "--title", "x")
+    assert p.returncode == 1 and "did not finish" in p.stderr and records_state(root) == state
+    # a log edited after the attempt: bad input
+    log = bad / mb["runs"][0]["log"]
+    log.write_text(log.read_text().replace("val_loss:", "val_loss: "))
+    p = speedrun(root, "record", "add", "--attempt", bad, "--title", "x", "--unofficial")
+    assert p.returncode == 2 and "sha256 differs" in p.stderr and records_state(root) == state
+
+
+@pytest.mark.slow
+def test_baseline_runs_interleave_and_report_a_speedup(smoke, baseline_record, track_corpus):
+    """`--baseline tiny-cpu/0001` runs the record's own snapshot (copied out of the record and checked
+    against its sha256s) and the candidate A B A B on the same seeds, and reports the paired speedup
+    with its 95% interval; the record folder is left as it was (ledger check intact)."""
+    root, _ = baseline_record
+    state = records_state(root)
+    p = speedrun(root, *attempt_args(track_corpus, "--runs", "2", "--nproc", "2", "--baseline", "tiny-cpu/0001"))
+    assert p.returncode == 1, p.stderr[-3000:]
+    m = json.loads(p.stdout)
+    assert [(r["role"], r["seed"], r["outcome"]) for r in m["runs"]] == \
+        [("baseline", 0, "ok"), ("candidate", 0, "ok"), ("baseline", 1, "ok"), ("candidate", 1, "ok")]
+    folder = Path(m["dir"])
+    rec_id = m["baseline"]["record"]
+    assert rec_id.startswith("tiny-cpu/0001_") and Path(m["baseline"]["script"]).parent == folder / "baseline"
+    assert m["baseline"]["script_sha256"] == sha(root / "records" / rec_id / "train_gpt.py")
+    sp = m["verdict"]["speedup"]
+    times = [r["train_time_ms"] for r in m["runs"]]
+    assert sp["pairs"] == 2 and sp["speedup"] == pytest.approx(((times[0] / times[1]) * (times[2] / times[3])) ** 0.5)
+    assert sp["ci95"][0] < sp["speedup"] < sp["ci95"][1]
+    assert "3/4 baseline" in p.stderr and "4/4 candidate s1" in p.stderr  # a summary row per run
+    assert records_state(root) == state and ledger.check(root).ok
+
+
+# ---- faults: each stays inside its run -----------------------------------------------------------------
+
+@pytest.mark.slow
+def test_a_dying_rank_fails_its_run_and_the_attempt_goes_on(tmp_path, track_corpus):
+    """kill@2:1: rank 1 SIGKILLs itself; torchrun tears the run down; the run is `failed` with a message
+    naming rank 1 and SIGKILL, torchrun's report is shown, and the next run still runs to the end."""
+    root = make_root(tmp_path)
+    before = records_state(root)
+    p = speedrun(root, *attempt_args(track_corpus, "--runs", "2", "--nproc", "2", "--fault", "kill@2:1"))
+    m = json.loads(p.stdout)
+    first, second = m["runs"]
+    assert first["outcome"] == "failed" and first["fault"] == "kill@2:1" and first["exit_code"] not in (0, None)
+    assert "rank 1 failed first" in first["message"] and "SIGKILL" in first["message"]
+    assert "rank 1 failed first" in p.stderr and "Root Cause" in p.stderr
+    assert second["outcome"] == "ok" and (Path(m["dir"]) / second["log"]).is_file()
+    assert "1 of 2 candidate run(s) did not finish (seed 0 failed)" in m["verdict"]["reasons"]
+    assert records_state(root) == before and survivors(str(root)) == []
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_every_process_and_keeps_the_books(tmp_path, track_corpus):
+    """SIGINT to `speedrun attempt` while its second run trains: every trainer process stops, exit 130,
+    the finished run's log is kept (sha256 as in the manifest), the manifest marks the second run
+    interrupted, and the ledger is untouched even with --record."""
+    root = make_root(tmp_path)
+    before = records_state(root)
+    args = attempt_args(track_corpus, "--runs", "2", "--nproc", "2", "--record", "never")
+    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=ROOT, start_new_session=True,
+                            env=dict(os.environ, SPEEDRUN_ROOT=str(root)))
+    deadline = time.monotonic() + 600
+    try:
+        while True:  # wait until run 2's rank 0 has opened its log
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            try:
+                m = json.loads((the_attempt(root) / "attempt.json").read_text())
+            except (ValueError, OSError):
+                m = {"runs": []}
+            if len(m["runs"]) == 2 and (the_attempt(root) / m["runs"][1]["log"]).is_file():
+                break
+            time.sleep(0.5)
+        assert survivors(str(root)), "the second run should be running"
+        os.kill(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, err[-3000:]
+    assert survivors(str(root)) == []
+    m = json.loads(out)
+    assert json.loads((the_attempt(root) / "attempt.json").read_text()) == m
+    assert m["status"] == "interrupted" and [r["outcome"] for r in m["runs"]] == ["ok", "interrupted"]
+    assert m["runs"][0]["log_sha256"] == sha(the_attempt(root) / m["runs"][0]["log"])
+    assert m["recorded"]["recorded"] is False and records_state(root) == before
+
+
+@pytest.mark.slow
+def test_nan_loss_marks_the_run_diverged(tmp_path, track_corpus):
+    """SPEEDRUN_FAULT=nan@2 in the attempt's environment: the trainer prints `diverged: …` and exits 3;
+    the run is `diverged` with the trainer's own words as its message."""
+    root = make_root(tmp_path)
+    before = records_state(root)
+    p = speedrun(root, *attempt_args(track_corpus, "--runs", "1", "--nproc", "2"), env={"SPEEDRUN_FAULT": "nan@2"})
+    assert p.returncode == 1
+    (r,) = json.loads(p.stdout)["runs"]
+    assert r["outcome"] == "diverged" and r["message"].startswith("diverged: train loss nan at step 3")
+    assert r["val_loss"] is None and records_state(root) == before and survivors(str(root)) == []
+
+
+def test_timeout_kills_the_run_and_its_process_tree(tmp_path, track_corpus):
+    """--timeout 3: the run (torchrun and both ranks, each in a session of its own) is killed, marked
+    `timeout`, and nothing of it survives."""
+    root = make_root(tmp_path)
+    before = records_state(root)
+    p = speedrun(root, *attempt_args(track_corpus, "--runs", "1", "--nproc", "2", "--timeout", "3"))
+    (r,) = json.loads(p.stdout)["runs"]
+    assert r["outcome"] == "timeout" and r["exit_code"] is None and "--timeout 3 s" in r["message"]
+    assert survivors(str(root)) == [] and records_state(root) == before
+
+
+def test_a_full_disk_fails_the_run_not_the_bookkeeping(tmp_path, track_corpus):
+    """A file-size limit (RLIMIT_FSIZE, inherited by the trainer) makes the log write fail with EFBIG, as
+    a full disk would: the run is `failed` with that error, the manifest still lands whole, and --record
+    is refused with nothing written."""
+    root = make_root(tmp_path)
+    before = records_state(root)
+    limit = 30_000  # the log's embedded source alone is larger; the manifest is far smaller
+
+    def small_disk():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    p = speedrun(root, *attempt_args(track_corpus, "--runs", "1", "--nproc", "1", "--record", "full"),
+                 preexec_fn=small_disk)
+    assert p.returncode == 1, p.stderr[-2000:]
+    m = attempt.load_manifest(the_attempt(root))
+    (r,) = m["runs"]
+    assert r["outcome"] == "failed" and "File too large" in r["message"]
+    assert (the_attempt(root) / r["log"]).stat().st_size <= limit
+    assert m["recorded"]["recorded"] is False and "not a record" in m["recorded"]["reason"]
+    assert records_state(root) == before
+
+
+# ---- pieces ---------------------------------------------------------------------------------------------
+
+def test_multinode_launch_uses_the_rendezvous():
+    """--nnodes > 1 joins torchrun's c10d rendezvous (endpoint, id, node rank) instead of --standalone,
+    and without an endpoint it is bad input."""
+    cmd = run.Launch(nproc=8, nnodes=2, node_rank=1, rdzv_endpoint="n0:29500", rdzv_id="job-3").argv("t.py")
+    assert "--standalone" not in cmd and cmd[-1] == "t.py"
+    assert {"--nnodes=2", "--node-rank=1", "--rdzv-endpoint=n0:29500", "--rdzv-id=job-3", "--rdzv-backend=c10d",
+            "--nproc_per_node=8"} <= set(cmd)
+    with pytest.raises(InputError, match="--rdzv-endpoint"):
+        run.Launch(nproc=8, nnodes=2).argv("t.py")
+
+
+def test_root_cause_names_the_rank_torchrun_saw_fail_first():
+    """torchrun's failure report is read for the first failing rank, its exit code and traceback line."""
+    tail = ["Failures:", "[1]:", "  rank      : 0 (local_rank: 0)", "  exitcode  : -15 (pid: 7)",
+            "Root Cause (first observed failure):", "[0]:", "  rank      : 3 (local_rank: 1)",
+            "  exitcode  : -9 (pid: 8)  (SIGKILL)", "  traceback : Signal 9 (SIGKILL) received by PID 8"]
+    assert attempt.root_cause(tail) == {"rank": 3, "local_rank": 1, "exitcode": -9,
+                                        "traceback": "Signal 9 (SIGKILL) received by PID 8"}
+
+
+def test_main_job_attempts_the_track_this_machine_can_run(monkeypatch):
+    """`./run.sh`: on 8 GPUs, FineWeb is fetched when missing and gpt2-small is attempted; without GPUs,
+    the tiny-cpu attempt."""
+    calls = []
+    monkeypatch.setattr(run, "fetch_fineweb_if_missing", lambda track: calls.append(("fetch", track["name"])))
+    monkeypatch.setattr(attempt, "run_attempt", lambda o: calls.append(("attempt", o.track, o.runs)) or 0)
+    monkeypatch.setattr(run, "gpu_count", lambda: 8)
+    assert run.main_job() == 0
+    monkeypatch.setattr(run, "gpu_count", lambda: 0)
+    assert run.main_job() == 0
+    assert calls == [("fetch", "gpt2-small"), ("attempt", "gpt2-small", None), ("attempt", "tiny-cpu", run.CPU_RUNS)]
+
+
+def test_bad_baseline_is_bad_input(tmp_path, monkeypatch, capsys):
+    """An unknown --baseline id exits 2, naming the ledger it looked in."""
+    monkeypatch.setenv("SPEEDRUN_ROOT", str(make_root(tmp_path)))
+    assert cli.main(["attempt", "--track", "tiny-cpu", "--script", str(SCRIPT), "--baseline", "tiny-cpu/0009",
+                     "--data-dir", str(tmp_path / "nodata")]) == 2
+    assert "tiny-cpu/0009" in capsys.readouterr().err

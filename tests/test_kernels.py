@@ -1,0 +1,347 @@
+"""Kernels against their plain-torch references: on CPU under Triton's interpreter (conftest sets
+TRITON_INTERPRET=1 without a GPU), compiled for real on CUDA (`gpu` tests). Tolerances are the ones
+each module's docstring states."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import train_gpt as tg
+from kernels import capability, fp8_linear, relu2_linear, softcap_ce, xxt
+
+ROOT = Path(__file__).resolve().parents[1]
+CUDA = torch.cuda.is_available()
+DEV = torch.device("cuda" if CUDA else "cpu")
+
+
+def rel(a, b):
+    a, b = a.float(), b.float()
+    return ((a - b).norm() / b.norm().clamp_min(1e-12)).item()
+
+
+def maxrel(a, b):
+    a, b = a.float(), b.float()
+    return ((a - b).abs().max() / b.abs().max().clamp_min(1e-12)).item()
+
+
+# ---- xxt ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("shape", [(40, 70), (3, 33, 50), (2, 2, 17, 9)], ids=["2d", "batched", "4d"])
+def test_xxt_fp32_matches_the_product(shape):
+    """X Xᵀ from the upper blocks mirrored equals the full product, for odd sizes and batch dims."""
+    X = torch.randn(shape, device=DEV)
+    C, R = xxt.xxt(X), xxt.xxt_reference(X)
+    assert C.shape == R.shape
+    assert torch.allclose(C, R, rtol=1e-4, atol=1e-4 * shape[-1] ** 0.5)
+    assert torch.equal(C, C.mT)  # mirrored blocks: exactly symmetric
+
+
+def test_xxt_reads_strided_inputs_and_fuses_the_polar_express_epilogue():
+    """A transposed view needs no copy, and alpha·A·A + beta·A (A symmetric) is one call."""
+    X = torch.randn(50, 30, device=DEV)
+    assert torch.allclose(xxt.xxt(X.mT), X.mT @ X, rtol=1e-4, atol=1e-3)
+    A = xxt.xxt_reference(torch.randn(37, 45, device=DEV)) / 45
+    assert torch.allclose(xxt.xxt(A, -2.77, A, 3.89), 3.89 * A + -2.77 * (A @ A), rtol=1e-4, atol=1e-4)
+
+
+def test_xxt_bf16_within_output_rounding():
+    """bf16 in and out: errors are the output's own rounding (docstring: 2e-2 of max|C|)."""
+    X = torch.randn(64, 96, device=DEV).bfloat16()
+    assert maxrel(xxt.xxt(X), xxt.xxt_reference(X)) < 2e-2
+
+
+def test_orthogonalize_with_xxt_equals_the_plain_iteration(monkeypatch):
+    """Muon's Polar Express with the kernel gives the torch path's result (fp32, so only rounding differs)."""
+    monkeypatch.setattr(tg, "NS_DTYPE", torch.float32)
+    G = torch.randn(2, 48, 80, device=DEV)
+    plain = tg.orthogonalize(G)
+    monkeypatch.setattr(tg, "KERNELS", capability.Kernels(xxt=xxt.xxt))
+    assert rel(tg.orthogonalize(G), plain) < 1e-4
+    assert rel(tg.orthogonalize(G.mT), plain.mT) < 1e-4  # the tall case iterates on the transpose
+
+
+# ---- softcap_ce --------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.bfloat16, 1e-4)], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_softcap_ce_forward_and_backward(dtype, tol, reduction):
+    """Loss and gradient of the fused kernel equal softcap → fp32 cross-entropy, ignored rows included."""
+    torch.manual_seed(0)
+    x = (20 * torch.randn(37, 300, device=DEV)).to(dtype).requires_grad_()
+    t = torch.randint(0, 300, (37,), device=DEV)
+    t[[3, 36]] = -100
+    got, want = softcap_ce.softcap_ce(x, t, 15.0, reduction), softcap_ce.softcap_ce_reference(x, t, 15.0, reduction)
+    assert torch.allclose(got, want, atol=tol * (37 if reduction == "sum" else 1), rtol=1e-5)
+    w = torch.randn_like(want)
+    g, = torch.autograd.grad(got, x, w)
+    gr, = torch.autograd.grad(want, x, w)
+    assert g.dtype == x.dtype and g[3].abs().max() == 0 and g[36].abs().max() == 0
+    if dtype == torch.float32:
+        assert (g - gr).abs().max() < 1e-6 * max(1.0, w.abs().max().item())
+    else:
+        assert (g.float() - gr.float()).abs().max() <= 1e-2 * gr.float().abs().max()
+
+
+def test_softcap_ce_survives_extreme_logits():
+    """±1e4 logits saturate the cap: finite loss and gradient, no inf − inf anywhere."""
+    x = torch.tensor([[1e4, -1e4, 0.0, 5.0], [-1e4, -1e4, -1e4, -1e4]], device=DEV, requires_grad=True)
+    t = torch.tensor([1, 2], device=DEV)
+    loss = softcap_ce.softcap_ce(x, t, 15.0)
+    g, = torch.autograd.grad(loss, x)
+    assert torch.isfinite(loss) and torch.isfinite(g).all()
+    assert loss.item() == pytest.approx(softcap_ce.softcap_ce_reference(x, t, 15.0).item(), abs=1e-5)
+
+
+def test_softcap_ce_under_compile_fullgraph():
+    """The custom op traces: torch.compile(fullgraph=True) gives the eager loss and gradient."""
+    x = torch.randn(8, 50, device=DEV, requires_grad=True)
+    t = torch.randint(0, 50, (8,), device=DEV)
+    f = torch.compile(lambda x, t: softcap_ce.softcap_ce(x, t, 15.0), fullgraph=True)
+    loss = f(x, t)
+    g, = torch.autograd.grad(loss, x)
+    gr, = torch.autograd.grad(softcap_ce.softcap_ce_reference(x, t, 15.0), x)
+    assert (g - gr).abs().max() < 1e-6
+
+
+# ---- fp8_linear (torch._scaled_mm: runs on CPU) -------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_fp8_linear_eager_within_fp8_rounding(dtype):
+    """e4m3 forward and e5m2 backward stay within the docstring's relative errors (0.08, 0.15), with
+    gradients in the inputs' dtypes (fp32 master weights get fp32 gradients)."""
+    torch.manual_seed(0)
+    x = torch.randn(4, 32, 64).to(dtype).requires_grad_()
+    w = (0.1 * torch.randn(48, 64)).requires_grad_()
+    y, yr = fp8_linear.fp8_linear(x, w), fp8_linear.fp8_linear_reference(x, w)
+    g = torch.randn_like(yr)
+    dx, dw = torch.autograd.grad(y, (x, w), g)
+    dxr, dwr = torch.autograd.grad(yr, (x, w), g)
+    assert y.dtype == dtype and dx.dtype == dtype and dw.dtype == torch.float32
+    assert rel(y, yr) < 0.08 and rel(dx, dxr) < 0.15 and rel(dw, dwr) < 0.15
+
+
+def test_fp8_linear_under_compile_fullgraph_matches_eager():
+    """The custom op with its fake implementation traces under fullgraph and computes what eager does."""
+    torch.manual_seed(0)
+    x = torch.randn(32, 64, requires_grad=True)
+    w = torch.randn(48, 64, requires_grad=True)
+    f = torch.compile(fp8_linear.fp8_linear, fullgraph=True)
+    y = f(x, w)
+    dx, dw = torch.autograd.grad(y.sum(), (x, w))
+    ye = fp8_linear.fp8_linear(x, w)
+    dxe, dwe = torch.autograd.grad(ye.sum(), (x, w))
+    assert torch.allclose(y, ye) and torch.allclose(dx, dxe) and torch.allclose(dw, dwe)
+
+
+def test_fp8_linear_zero_weights_and_bad_shapes():
+    """The zero-initialised LM head quantizes to zeros (no 0/0); K or N not a multiple of 16 is refused."""
+    x = torch.randn(16, 32, requires_grad=True)
+    w = torch.zeros(64, 32, requires_grad=True)
+    y = fp8_linear.fp8_linear(x, w)
+    y.sum().backward()
+    assert torch.equal(y, torch.zeros_like(y)) and torch.isfinite(w.grad).all() and w.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="multiples of 16"):
+        fp8_linear.fp8_linear(torch.randn(4, 30), torch.randn(16, 30))
+
+
+# ---- relu2_linear ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-4), (torch.bfloat16, 2e-2)], ids=["fp32", "bf16"])
+def test_relu2_linear_forward_and_backward(dtype, tol):
+    """The fused epilogue (forward) and prologue (both gradient matmuls) match relu(x Wᵀ)² and autograd."""
+    torch.manual_seed(0)
+    x = torch.randn(3, 21, 40, device=DEV).to(dtype).requires_grad_()
+    w = (0.2 * torch.randn(72, 40, device=DEV)).to(dtype).requires_grad_()
+    y, yr = relu2_linear.relu2_linear(x, w), relu2_linear.relu2_linear_reference(x, w)
+    g = torch.randn_like(yr)
+    dx, dw = torch.autograd.grad(y, (x, w), g)
+    dxr, dwr = torch.autograd.grad(yr, (x, w), g)
+    assert maxrel(y, yr) < tol and maxrel(dx, dxr) < tol and maxrel(dw, dwr) < tol
+
+
+def test_relu2_linear_under_compile_fullgraph():
+    """Traced through its fake implementation, the op computes the eager values."""
+    torch.manual_seed(0)
+    x = torch.randn(32, 64, device=DEV, requires_grad=True)
+    w = torch.randn(48, 64, device=DEV, requires_grad=True)
+    y = torch.compile(relu2_linear.relu2_linear, fullgraph=True)(x, w)
+    assert maxrel(y, relu2_linear.relu2_linear_reference(x, w)) < 1e-4
+    dx, = torch.autograd.grad(y.sum(), x)
+    dxr, = torch.autograd.grad(relu2_linear.relu2_linear_reference(x, w).sum(), x)
+    assert maxrel(dx, dxr) < 1e-4
+
+
+# ---- capability: chosen once, only after a matching launch ---------------------------------------------
+
+def test_capability_auto_on_cpu_says_once_and_uses_none():
+    """On CPU, auto picks the torch path for all four and says so in one line."""
+    lines = []
+    k = capability.select(torch.device("cpu"), "auto", say=lines.append)
+    assert k.names() == [] and len(lines) == 1 and "torch reference" in lines[0]
+
+
+def test_capability_on_checks_each_kernel_and_falls_back_loudly(monkeypatch):
+    """--kernels on: every kernel that matches its reference is used; one that does not (or that raises)
+    is replaced by the torch path, with a line naming it."""
+    lines = []
+    assert capability.select(DEV, "on", say=lines.append).names() == list(capability.CHECKS)
+    assert all(" on (start-up launch matched" in line for line in lines)
+
+    monkeypatch.setattr(xxt, "xxt", lambda X, *a, **k: xxt.xxt_reference(X, *a, **k) * 1.1)
+    monkeypatch.setattr(relu2_linear, "relu2_linear", lambda x, w: 1 / 0)
+    lines = []
+    chosen = capability.select(DEV, "on", say=lines.append).names()
+    assert "xxt" not in chosen and "relu2_linear" not in chosen and "softcap_ce" in chosen
+    assert any("xxt differs from its reference" in line for line in lines)
+    assert any("relu2_linear failed its start-up launch (ZeroDivisionError" in line for line in lines)
+
+
+# ---- the trainer with kernels on and off -------------------------------------------------------------
+
+def test_training_steps_with_kernels_on_and_off_agree(monkeypatch):
+    """Three tiny-preset steps (forward, backward, Muon + Adam) give the same losses with every kernel
+    on as with the torch path, within FP8's rounding of the LM head (0.5 %)."""
+    h = tg.PRESETS["tiny"]
+
+    def losses(kernels):
+        monkeypatch.setattr(tg, "KERNELS", kernels)
+        torch.manual_seed(0)
+        model = tg.GPT(h, h.seq_len)
+        model.attend = tg.DenseAttention()
+        model.attend.eot = h.eot_token
+        opts = tg.build_optimizers(model, h)
+        g = torch.Generator().manual_seed(1)
+        seq = torch.randint(1, h.vocab_size, (2, 129), generator=g)
+        seq[:, 0] = h.eot_token
+        x, y = seq[:, :-1], seq[:, 1:]
+        masks = model.attend.masks(x, (64, 64))
+        out = []
+        for _ in range(3):
+            loss = model(x, y, masks)
+            loss.backward()
+            for o in opts:
+                o.step()
+            model.zero_grad(set_to_none=True)
+            out.append(loss.item())
+        return out
+
+    off = losses(tg.NoKernels())
+    on = losses(capability.select(torch.device("cpu"), "on", say=lambda _: None))
+    assert off[0] == pytest.approx(on[0], rel=1e-6)  # zero-initialised head: every logit is 0 either way
+    assert on == pytest.approx(off, rel=5e-3)
+    assert off[2] < off[0]  # and it is training
+
+
+def test_the_log_embeds_the_kernels_the_trainer_imported():
+    """A run's source section holds train_gpt.py and every kernels/*.py imported by then."""
+    import kernels.xxt  # noqa: F401  (imported above too; explicit here)
+
+    files = tg.source_files()
+    assert "train_gpt.py" in files and "kernels/xxt.py" in files and "kernels/capability.py" in files
+    assert files["kernels/xxt.py"] == (ROOT / "kernels/xxt.py").read_text()
+
+
+# ---- speedrun bench on this machine ------------------------------------------------------------------
+
+def test_bench_on_cpu_checks_times_saves_and_compares(tmp_path):
+    """`speedrun bench` on CPU says Triton needs a GPU, times the references (and fp8's _scaled_mm after
+    its check), saves a results file under records/_bench/<device>/, and --compare flags a slowdown."""
+    if CUDA:
+        pytest.skip("the CPU path")
+    env = {"SPEEDRUN_ROOT": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    import os
+    env = {**os.environ, **env}
+    cmd = [sys.executable, "-m", "harness.cli", "bench", "fp8_linear", "xxt", "--no-compile"]
+    r = subprocess.run(cmd + ["--json", str(tmp_path / "a.json")], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr + r.stdout
+    assert "timed only on a CUDA GPU" in r.stdout
+    doc = json.loads((tmp_path / "a.json").read_text())
+    rows = {row["kernel"]: row for row in doc["results"]}
+    assert rows["xxt"]["status"] == "needs a GPU" and "kernel" not in rows["xxt"]["impls"]
+    assert rows["fp8_linear"]["status"] == "ok" and rows["fp8_linear"]["error"] < 0.15
+    assert set(rows["fp8_linear"]["impls"]) == {"kernel", "eager"} and "speedup_vs_eager" in rows["fp8_linear"]
+    assert rows["fp8_linear"]["impls"]["kernel"]["pct_peak"] is None  # no peak table entry for a CPU
+    saved = list((tmp_path / "records" / "_bench").glob("*/*.json"))
+    assert len(saved) == 1 and json.loads(saved[0].read_text())["commit"]
+
+    # an "earlier" file where everything was twice as fast: this run is a regression
+    fast = json.loads((tmp_path / "a.json").read_text())
+    for row in fast["results"]:
+        for t in row["impls"].values():
+            t["ms"] /= 2
+    (tmp_path / "fast.json").write_text(json.dumps(fast))
+    r = subprocess.run(cmd + ["--no-save", "--compare", str(tmp_path / "fast.json")], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 1 and "REGRESSED" in r.stdout + r.stderr
+
+    r = subprocess.run(cmd[:4] + ["nosuchkernel"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "unknown kernel" in r.stderr
+    r = subprocess.run(cmd + ["--compare", str(tmp_path / "nope.json")], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "no such file" in r.stderr
+
+
+def test_bench_refuses_to_time_a_wrong_kernel(monkeypatch):
+    """A kernel off its reference is reported WRONG and never timed."""
+    from kernels import bench
+
+    monkeypatch.setattr(fp8_linear, "fp8_linear", lambda x, w: fp8_linear.fp8_linear_reference(x, w) * 1.5)
+    doc = bench.run(["fp8_linear"], shapes="small", device=torch.device("cpu"), compiled=False, say=lambda _: None)
+    row = doc["results"][0]
+    assert row["status"] == "WRONG" and "kernel" not in row["impls"] and row["error"] > 0.15
+
+
+def test_peak_table_knows_the_record_gpus_and_nothing_else():
+    """% of peak only for known devices: H100 SXM vs PCIe distinguished, unknown → None."""
+    from kernels.bench import peaks_for
+
+    assert peaks_for("NVIDIA H100 80GB HBM3")["bf16"] == pytest.approx(989.4)
+    assert peaks_for("NVIDIA H100 PCIe")["bf16"] == 756.0
+    assert peaks_for("NVIDIA H200")["mem"] == 4800.0
+    assert peaks_for("Some Future GPU") is None
+
+
+# ---- on a real GPU -----------------------------------------------------------------------------------
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("shape", [(768, 3072), (4, 768, 768), (200, 1000)])
+def test_gpu_xxt_compiled(shape):
+    """Compiled for the GPU, bf16, at record-like shapes."""
+    X = torch.randn(shape, device="cuda", dtype=torch.bfloat16)
+    assert maxrel(xxt.xxt(X), xxt.xxt_reference(X)) < 2e-2
+
+
+@pytest.mark.gpu
+def test_gpu_softcap_ce_compiled():
+    x = (8 * torch.randn(4096, 50304, device="cuda")).bfloat16().requires_grad_()
+    t = torch.randint(0, 50304, (4096,), device="cuda")
+    loss, ref = softcap_ce.softcap_ce(x, t, 15.0), softcap_ce.softcap_ce_reference(x, t, 15.0)
+    assert abs(loss.item() - ref.item()) < 1e-3
+    g, = torch.autograd.grad(loss, x)
+    gr, = torch.autograd.grad(ref, x)
+    assert rel(g, gr) < 1e-2
+
+
+@pytest.mark.gpu
+def test_gpu_relu2_linear_compiled():
+    x = torch.randn(8192, 768, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    w = (768 ** -0.5 * torch.randn(3072, 768, device="cuda")).bfloat16().requires_grad_()
+    y, yr = relu2_linear.relu2_linear(x, w), relu2_linear.relu2_linear_reference(x, w)
+    g = torch.randn_like(yr)
+    got, want = torch.autograd.grad(y, (x, w), g), torch.autograd.grad(yr, (x, w), g)
+    assert rel(y, yr) < 1e-2 and all(rel(a, b) < 1e-2 for a, b in zip(got, want))
+
+
+@pytest.mark.gpu
+def test_gpu_fp8_linear_and_capability():
+    """FP8 on sm89+ (else the capability check refuses it), every Triton kernel on for auto."""
+    names = capability.select(torch.device("cuda"), "auto", say=print).names()
+    assert {"xxt", "softcap_ce", "relu2_linear"} <= set(names)
+    assert ("fp8_linear" in names) == (torch.cuda.get_device_capability() >= (8, 9))
+    if "fp8_linear" in names:
+        x = torch.randn(8192, 768, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+        w = (768 ** -0.5 * torch.randn(50304, 768, device="cuda")).requires_grad_()
+        y = torch.compile(fp8_linear.fp8_linear, fullgraph=True)(x, w)
+        assert rel(y, fp8_linear.fp8_linear_reference(x, w)) < 0.08

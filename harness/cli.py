@@ -104,9 +104,12 @@ def cmd_main(args) -> int:
 
 def _seeds(text: str) -> list[int]:
     try:
-        return [int(x) for x in text.split(",") if x.strip()]
+        seeds = [int(x) for x in text.split(",") if x.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"expected distinct comma-separated seeds, got {text!r}")
+    return seeds
 
 
 def cmd_attempt(args) -> int:

@@ -43,7 +43,6 @@ log's sha256 against it.
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
 import math
 import os
@@ -55,6 +54,7 @@ from pathlib import Path
 
 from harness import run as runner
 from harness.errors import InputError
+from harness.logs import sha256_file
 from harness.track import load_track, repo_root
 
 SCHEMA = 1
@@ -86,17 +86,6 @@ class Options:
 
 
 # ---- the manifest --------------------------------------------------------------------------------------
-
-def sha256_file(path: Path) -> str | None:
-    try:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-        return h.hexdigest()
-    except OSError:
-        return None
-
 
 def finite(obj):
     """JSON-safe: nan and inf become null, recursively (a diverged run's numbers are not numbers)."""
@@ -299,7 +288,7 @@ def run_attempt(o: Options) -> int:
     if not manifest.save():
         raise InputError(manifest.error)
 
-    old_term = signal.signal(signal.SIGTERM, _interrupt)
+    old_term = runner._sigterm_as_interrupt()  # SIGTERM stops the attempt like Ctrl-C
     interrupted = False
     try:
         interrupted = _run_all(o, track, plan, script, base, data_dir, nproc, manifest, console)
@@ -331,10 +320,6 @@ def run_attempt(o: Options) -> int:
     else:
         show(m, track, console)
     return code
-
-
-def _interrupt(signum, frame):
-    raise KeyboardInterrupt
 
 
 def _now() -> str:
@@ -388,7 +373,7 @@ def _run_all(o, track, plan, script, base, data_dir, nproc, manifest, console) -
                 r = watch.result if outcome == "ok" else {}  # a run that did not finish has no result
                 log = adir / entry["log"]
                 entry.update(outcome=outcome, exit_code=done.code, message=message, wall_s=round(done.wall_s, 2),
-                             log_sha256=sha256_file(log), val_loss=r.get("val_loss"),
+                             log_sha256=sha256_file(log, missing_ok=True), val_loss=r.get("val_loss"),
                              train_time_ms=r.get("train_time_ms"), steps=r.get("steps", watch.step or None),
                              step_avg_ms=r.get("step_avg_ms"))
                 if not log.is_file():

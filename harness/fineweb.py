@@ -24,6 +24,7 @@ from typing import Callable
 
 from harness.data import ShardError, _atomic_write, read_header
 from harness.errors import InputError
+from harness.logs import sha256_file
 from harness.track import data_pin, load_track, records_dir, repo_root
 
 GENERATOR = "harness.fineweb v1"
@@ -47,14 +48,6 @@ def shard_names(train_shards: int) -> list[str]:
     if train_shards < 0:
         raise InputError(f"--train-shards {train_shards}: must be 0 or more")
     return [VAL_NAME] + [TRAIN_NAME.format(i) for i in range(1, train_shards + 1)]
-
-
-def sha256_file(path) -> str:
-    d = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 24), b""):
-            d.update(chunk)
-    return d.hexdigest()
 
 
 def data_sha256(shards: dict) -> str:

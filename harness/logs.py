@@ -166,6 +166,20 @@ def sha256(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+def sha256_file(path, missing_ok: bool = False) -> str | None:
+    """A file's sha256 read in chunks; None for an unreadable file when `missing_ok`."""
+    try:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 24), b""):
+                h.update(chunk)
+        return h.hexdigest()
+    except OSError:
+        if missing_ok:
+            return None
+        raise
+
+
 # ---- reading ---------------------------------------------------------------------------------------
 
 def parse_file(path: str | Path) -> ParsedLog:

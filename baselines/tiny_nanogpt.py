@@ -76,7 +76,7 @@ PRESETS = {
         val_tokens=65536, eot_token=0, vocab_size=128,
         seq_len=256, batch_seqs=16, grad_accum=2, val_seq_len=256, val_batch_seqs=64,
         num_layers=4, model_dim=128, num_heads=4,
-        num_steps=1200, lr=3e-3, lr_warmup_steps=50, val_every=100,
+        num_steps=2000, lr=3e-3, min_lr_frac=0.0, lr_warmup_steps=50, val_every=200,
     ),
 }
 

@@ -5,8 +5,9 @@
 
 The model and optimizer of Karpathy's nanoGPT at the tiny track's size: learned position embeddings,
 LayerNorm, GELU MLP, tied input/output embeddings, plain causal attention (no document masking, no
-windows), AdamW with linear warm-up and cosine decay. Data, validation, timing, device choices and
-the log are the tiny track's, unchanged, so a later record's speedup measures only what it changed.
+windows), AdamW with gradient clipping, linear warm-up and cosine decay, and training batches cut as
+contiguous chunks of the stream. Validation, timing, device choices and the log are the tiny track's,
+unchanged, so a later record's speedup measures only what it changed.
 """
 from __future__ import annotations
 
@@ -63,6 +64,7 @@ class Hyperparameters:
     lr_warmup_steps: int = 50
     weight_decay: float = 0.1
     adam_betas: tuple = (0.9, 0.95)
+    grad_clip: float = 1.0  # global gradient norm (nanoGPT's default); 0 turns it off
     # evaluation and warm-up
     val_every: int = 100
     warmup_steps: int = 3
@@ -76,7 +78,7 @@ PRESETS = {
         val_tokens=65536, eot_token=0, vocab_size=128,
         seq_len=256, batch_seqs=16, grad_accum=2, val_seq_len=256, val_batch_seqs=64,
         num_layers=4, model_dim=128, num_heads=4,
-        num_steps=2000, lr=3e-3, min_lr_frac=0.0, lr_warmup_steps=50, val_every=200,
+        num_steps=2000, lr=2e-3, min_lr_frac=0.0, lr_warmup_steps=50, val_every=200,
     ),
 }
 
@@ -259,7 +261,7 @@ def all_reduce_grads(model: nn.Module):
 
 
 # -----------------------------------------------------------------------------------------------
-# Data: shards in the community format; training batches aligned to document starts.
+# Data: shards in the community format; contiguous training chunks, document-aligned validation.
 
 SHARD_MAGIC, SHARD_VERSION, HEADER_BYTES = 20240520, 1, 256 * 4
 
@@ -287,28 +289,26 @@ def find_files(data_dir: str, pattern: str) -> list[str]:
 
 
 def train_batches(files: list[str], h: Hyperparameters, device: torch.device):
-    """Yields (inputs, targets) micro-batches of this rank; every sequence starts at a document.
+    """Yields (inputs, targets) micro-batches of this rank: contiguous chunks of the token stream, as
+    nanoGPT reads it, so a sequence may start mid-document (as long documents do in validation).
 
-    Every rank walks the same sequence of start positions, so a step covers the same
-    grad_accum × batch_seqs sequences at any world size; rank r takes micro-batches r, r+W, ….
+    Every rank walks the same chunks, so a step covers the same grad_accum × batch_seqs sequences at any
+    world size; rank r takes micro-batches r, r+W, ….
     """
     n_seqs, T = h.grad_accum * h.batch_seqs, h.seq_len
     epoch, fi, pos, tokens = 0, 0, 0, load_shard(files[0])
-    bos = np.flatnonzero(tokens == h.eot_token)
     while True:
-        seqs = []  # slices, not positions: a batch may span two shards
+        seqs = []
         while len(seqs) < n_seqs:
-            j = np.searchsorted(bos, pos)
-            if j == len(bos) or bos[j] + T + 1 > len(tokens):  # shard exhausted: its tail is skipped
+            if pos + T + 1 > len(tokens):  # shard exhausted: its tail is skipped
                 fi += 1
                 if fi == len(files):
                     fi, epoch = 0, epoch + 1
                     print0(f"data: all {len(files)} train shards seen; epoch {epoch} begins")
                 tokens, pos = load_shard(files[fi]), 0
-                bos = np.flatnonzero(tokens == h.eot_token)
                 continue
-            seqs.append(tokens[bos[j]:bos[j] + T + 1])
-            pos = bos[j] + T
+            seqs.append(tokens[pos:pos + T + 1])
+            pos += T
         for micro in range(RANK, h.grad_accum, WORLD_SIZE):
             rows = np.stack(seqs[micro * h.batch_seqs:(micro + 1) * h.batch_seqs])
             buf = torch.from_numpy(rows.astype(np.int64))
@@ -495,6 +495,8 @@ def main(argv=None):
             loss = model(x, y, attend.masks(x, windows)) / (h.grad_accum // WORLD_SIZE)
             loss.backward()
         all_reduce_grads(raw_model)
+        if h.grad_clip:
+            torch.nn.utils.clip_grad_norm_(raw_model.parameters(), h.grad_clip)
         for opt in optimizers:
             for g in opt.param_groups:
                 g["lr"] = g["initial_lr"] * lr_multiplier(step, h)

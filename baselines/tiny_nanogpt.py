@@ -78,7 +78,7 @@ PRESETS = {
         val_tokens=65536, eot_token=0, vocab_size=128,
         seq_len=256, batch_seqs=16, grad_accum=2, val_seq_len=256, val_batch_seqs=64,
         num_layers=4, model_dim=128, num_heads=4,
-        num_steps=2000, lr=2e-3, min_lr_frac=0.0, lr_warmup_steps=50, val_every=200,
+        num_steps=1100, lr=2e-3, min_lr_frac=0.0, lr_warmup_steps=50, val_every=100,
     ),
 }
 

@@ -1,0 +1,891 @@
+"""train_gpt.py: a NanoGPT speedrun record attempt in one file, read top to bottom.
+
+    # the tiny track on any CPU (what ./run.sh does on a machine without a GPU)
+    speedrun data synthetic                                   # shards + their exact loss floor
+    python train_gpt.py --preset tiny
+    torchrun --standalone --nproc_per_node=2 train_gpt.py --preset tiny     # 2 ranks over gloo
+
+    # the main track: 8×H100, FineWeb
+    torchrun --standalone --nproc_per_node=8 train_gpt.py --preset gpt2-small --data-dir data/fineweb10B
+
+Rank 0 writes logs/<run_id>.txt: the source of this file (and of every kernels/*.py it imported),
+a line of 100 '=', the environment, a line of 100 '=', the run, and last one `RESULT {json}` line.
+Timed: synchronized training steps only. Warm-up steps (compilation) are untimed and followed by a
+reset of model and optimizer state; the clock stops for every validation pass.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import glob
+import hashlib
+import json
+import math
+import os
+import platform
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+# -----------------------------------------------------------------------------------------------
+# Hyperparameters: what defines a record. One frozen preset per track; runtime knobs are flags.
+
+
+@dataclass(frozen=True)
+class Hyperparameters:
+    track: str
+    # data
+    train_files: str  # glob, relative to --data-dir
+    val_files: str
+    val_tokens: int  # validate on exactly the first val_tokens tokens (+1 for the last target)
+    eot_token: int  # every document starts with it
+    vocab_size: int  # embedding rows (padded for fast matmuls)
+    # batch: a step sees seq_len × batch_seqs × grad_accum tokens at any world size
+    seq_len: int
+    batch_seqs: int  # sequences per micro-batch
+    grad_accum: int  # micro-batches per step in all; each of W ranks runs grad_accum / W of them
+    val_seq_len: int
+    val_batch_seqs: int
+    # model
+    num_layers: int
+    model_dim: int
+    num_heads: int
+    mlp_ratio: int = 4
+    num_value_embeds: int = 3  # shared by the first and the last layers
+    logit_softcap: float = 15.0
+    attn_scale: float = 0.12  # q and k are RMS-normed, so the scale sets the sharpest logit
+    window_min: int = 128  # sliding-window attention: grows from min to max over training
+    window_max: int = 1024
+    window_block: int = 128  # windows are multiples of this (FlexAttention's block size)
+    short_window_layers: tuple = ()  # these layers attend over half the window
+    # optimization
+    num_steps: int = 1000
+    cooldown_frac: float = 0.4  # lr decays linearly to final_lr_frac over the last part
+    final_lr_frac: float = 0.1
+    muon_lr: float = 0.05
+    muon_momentum: float = 0.95
+    muon_momentum_min: float = 0.85  # warmed up to muon_momentum over momentum_warmup_steps
+    momentum_warmup_steps: int = 300
+    muon_weight_decay: float = 0.0
+    ns_steps: int = 5
+    embed_lr: float = 0.3
+    head_lr: float = 0.008
+    scalar_lr: float = 0.04
+    adam_betas: tuple = (0.8, 0.95)
+    # evaluation and warm-up
+    val_every: int = 125
+    warmup_steps: int = 10  # untimed; model and optimizer state are reset afterwards
+    compile: bool = True  # torch.compile (Triton on CUDA, C++ on CPU), compiled during the warm-up
+
+
+PRESETS = {
+    # CPU, small vocab: a real speedrun in minutes on 2 cores (track tiny-cpu, synthetic corpus).
+    "tiny": Hyperparameters(
+        track="tiny-cpu",
+        train_files="synthetic_train_*.bin", val_files="synthetic_val_*.bin",
+        val_tokens=65536, eot_token=0, vocab_size=128,
+        seq_len=256, batch_seqs=16, grad_accum=2, val_seq_len=256, val_batch_seqs=64,
+        num_layers=4, model_dim=128, num_heads=4, num_value_embeds=2,
+        attn_scale=0.2, window_min=128, window_max=256, window_block=64,
+        num_steps=340, cooldown_frac=0.6, final_lr_frac=0.0, momentum_warmup_steps=100,
+        embed_lr=0.3, head_lr=0.008, scalar_lr=0.04,
+        val_every=50, warmup_steps=3,
+    ),
+    # The 124M-class record shape: 8×H100, FineWeb, GPT-2 tokens (track gpt2-small).
+    "gpt2-small": Hyperparameters(
+        track="gpt2-small",
+        train_files="fineweb_train_*.bin", val_files="fineweb_val_*.bin",
+        val_tokens=10485760, eot_token=50256, vocab_size=50304,
+        seq_len=48 * 1024, batch_seqs=1, grad_accum=8, val_seq_len=64 * 1024, val_batch_seqs=1,
+        num_layers=12, model_dim=768, num_heads=6, num_value_embeds=3,
+        attn_scale=0.12, window_min=128, window_max=1792, window_block=128,
+        short_window_layers=(1, 3, 4, 6, 8, 10),
+        num_steps=1750, cooldown_frac=0.45, momentum_warmup_steps=300,
+        val_every=125, warmup_steps=10,
+    ),
+}
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description="NanoGPT speedrun trainer (one run, one log)")
+    p.add_argument("--preset", default="tiny", choices=sorted(PRESETS), help="what defines the record")
+    p.add_argument("--data-dir", help="folder of shards (default: data/synthetic for tiny, data/fineweb10B otherwise)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the model's initialisation")
+    p.add_argument("--run-id", help="names the log (default: a fresh uuid4)")
+    p.add_argument("--log-dir", default="logs", help="where rank 0 writes <run_id>.txt")
+    p.add_argument("--max-steps", type=int, help="stop after this many steps (smoke runs; schedules stay the preset's)")
+    p.add_argument("--val-every", type=int, help="validate every N steps (default: the preset's)")
+    p.add_argument("--kernels", default="auto", choices=("auto", "on", "off"),
+                   help="Triton/FP8 kernels: auto = each one checked at start-up on CUDA, none on CPU; "
+                        "on = try them anywhere (CPU needs TRITON_INTERPRET=1: tests); off = torch only")
+    p.add_argument("--no-compile", action="store_true", help="eager mode: for smoke runs and tests; its times are not a record's")
+    return p.parse_args(argv)
+
+
+# -----------------------------------------------------------------------------------------------
+# Distributed setup and the device choices, each made once and said once.
+
+RANK, WORLD_SIZE, LOCAL_RANK = 0, 1, 0
+LOG = None  # rank 0's open logs/<run_id>.txt
+
+
+def print0(line: str = "", console: bool = True):
+    """Rank 0 only: a line to stdout and, as it happens, to the log."""
+    if RANK != 0:
+        return
+    if console:
+        print(line, flush=True)
+    if LOG is not None:
+        LOG.write(line + "\n")
+        LOG.flush()
+
+
+def setup_distributed() -> torch.device:
+    global RANK, WORLD_SIZE, LOCAL_RANK
+    RANK = int(os.environ.get("RANK", 0))
+    WORLD_SIZE = int(os.environ.get("WORLD_SIZE", 1))
+    LOCAL_RANK = int(os.environ.get("LOCAL_RANK", 0))
+    if torch.cuda.is_available():
+        device = torch.device("cuda", LOCAL_RANK)
+        torch.cuda.set_device(device)
+    else:
+        device = torch.device("cpu")
+        # Share the cores among local ranks: oversubscribed threads make CPU runs several times slower.
+        local_world = int(os.environ.get("LOCAL_WORLD_SIZE", WORLD_SIZE))
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_world))
+    if WORLD_SIZE > 1:
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return device
+
+
+def sync(device: torch.device):
+    """The clock is read only after this: CUDA work is asynchronous, CPU work is not."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def compute_dtype(device: torch.device) -> torch.dtype:
+    """bf16 activations where the hardware has bf16 arithmetic; emulated bf16 would be slower than fp32."""
+    if device.type == "cuda":
+        return torch.bfloat16
+    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    if "avx512_bf16" in flags or "amx_bf16" in flags:
+        print0("dtype: CPU has native bf16 (avx512_bf16/amx_bf16) → bf16 activations, fp32 weights")
+        return torch.bfloat16
+    print0("dtype: CPU without native bf16 → fp32 activations")
+    return torch.float32
+
+
+class NoKernels:
+    """The torch path everywhere (what `import train_gpt` gets; main() picks the real set)."""
+    xxt = softcap_ce = fp8_linear = relu2_linear = None
+
+
+KERNELS = NoKernels()
+
+
+def pick_kernels(device: torch.device, mode: str, say) -> None:
+    """Triton kernels and FP8 where a tiny start-up launch matched the reference, else the torch path.
+    Runs before the log is written, so that the log embeds the kernels/*.py files it imported."""
+    global KERNELS
+    if mode == "off":
+        return say("kernels: off (--kernels off) → torch reference everywhere")
+    try:
+        from kernels.capability import select
+    except ImportError as e:  # e.g. a copy of this file without its kernels/ folder
+        return say(f"kernels: cannot import kernels/ ({e}) → torch reference everywhere")
+    KERNELS = select(device, mode, say=say)
+
+
+def maybe_compile(model: nn.Module, device: torch.device, enabled: bool) -> nn.Module:
+    """torch.compile where it can work. On CPU it needs a C++ compiler, and pays (tiny preset, 2 cores:
+    ~40 s to compile, untimed; steps 435 → 335 ms)."""
+    if not enabled:
+        print0("compile: off (eager) — times from this run are not comparable with a record's")
+        return model
+    if device.type == "cpu" and not any(shutil.which(c) for c in (os.environ.get("CXX", "g++"), "c++", "clang++")):
+        print0("compile: no C++ compiler on PATH → eager on CPU (slower steps)")
+        return model
+    print0(f"compile: torch.compile on {device.type} (compiles during the untimed warm-up)")
+    return torch.compile(model, dynamic=False)
+
+
+# -----------------------------------------------------------------------------------------------
+# Attention masks: causal, within one document, within a sliding window. One mask function serves
+# FlexAttention (block-sparse, CUDA) and SDPA with a dense mask (CPU, where FlexAttention has no
+# backward), so the two paths attend over exactly the same keys.
+
+def doc_causal_window(docs: Tensor, window: int):
+    def mask_mod(b, h, q_idx, kv_idx):
+        same_doc = docs[b, q_idx] == docs[b, kv_idx]
+        return (q_idx >= kv_idx) & same_doc & (q_idx - kv_idx < window)
+    return mask_mod
+
+
+class DenseAttention:
+    """SDPA with a boolean (B, 1, T, T) mask evaluated from the mask function."""
+    name = "SDPA with a dense doc-causal-window mask"
+
+    def masks(self, input_seq: Tensor, windows: tuple[int, int]):
+        B, T = input_seq.shape
+        docs = (input_seq == self.eot).cumsum(1)
+        b = torch.arange(B, device=input_seq.device)[:, None, None, None]
+        i = torch.arange(T, device=input_seq.device)
+        return tuple(doc_causal_window(docs, w)(b, None, i[None, None, :, None], i[None, None, None, :])
+                     for w in windows)
+
+    def __call__(self, q, k, v, mask, scale):
+        if q.dtype == torch.bfloat16:
+            # Same math and mask, spelled out: CPU SDPA kernels take 1.5× longer in bf16 (tiny shapes,
+            # fwd+bwd 27 vs 18 ms a layer on 2 cores).
+            s = (q @ k.transpose(-1, -2)) * scale
+            return s.masked_fill(~mask, float("-inf")).softmax(-1) @ v
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
+
+
+class FlexAttention:
+    """FlexAttention with block masks, built once per step outside the compiled model."""
+    name = "flex_attention with block masks"
+
+    def __init__(self):
+        from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+        self.create_block_mask, self.flex = create_block_mask, flex_attention
+
+    def masks(self, input_seq: Tensor, windows: tuple[int, int]):
+        B, T = input_seq.shape
+        docs = (input_seq == self.eot).cumsum(1)
+        # _compile: build the block mask blockwise instead of materialising a T×T (48k² here) mask
+        return tuple(self.create_block_mask(doc_causal_window(docs, w), B, None, T, T, device=input_seq.device,
+                                            _compile=True) for w in windows)
+
+    def __call__(self, q, k, v, mask, scale):
+        return self.flex(q, k, v, block_mask=mask, scale=scale)
+
+
+def pick_attention(device: torch.device, eot: int):
+    attn = FlexAttention() if device.type == "cuda" else DenseAttention()
+    attn.eot = eot
+    if device.type != "cuda":
+        print0(f"attention: CPU → {attn.name} (FlexAttention has no CPU backward)")
+    else:
+        print0(f"attention: {attn.name}")
+    return attn
+
+
+# -----------------------------------------------------------------------------------------------
+# The model: rotary, QK-norm, ReLU², value embeddings, U-net skips, logit softcap, untied head.
+
+def norm(x: Tensor) -> Tensor:
+    return F.rms_norm(x, (x.size(-1),))
+
+
+class CastedLinear(nn.Linear):
+    """Weights kept in fp32 for the optimizer, cast to the activations' dtype for the matmul."""
+
+    def __init__(self, in_features, out_features, zero_init=False):
+        super().__init__(in_features, out_features, bias=False)
+        bound = (3 ** 0.5) * 0.5 * in_features ** -0.5
+        with torch.no_grad():
+            self.weight.zero_() if zero_init else self.weight.uniform_(-bound, bound)
+
+    def forward(self, x):
+        return F.linear(x, self.weight.type_as(x))
+
+
+class Rotary(nn.Module):
+    """Rotary embeddings on half the head dims; the other half carries no position (frequency 0)."""
+
+    def __init__(self, head_dim: int, max_seq_len: int):
+        super().__init__()
+        quarter = head_dim // 4
+        freq = (1 / 1024) ** torch.linspace(0, 1, quarter)
+        freq = torch.cat([freq, freq.new_zeros(head_dim // 2 - quarter)])
+        theta = torch.outer(torch.arange(max_seq_len, dtype=torch.float32), freq)
+        self.register_buffer("cos", theta.cos(), persistent=False)
+        self.register_buffer("sin", theta.sin(), persistent=False)
+
+    def forward(self, x: Tensor) -> Tensor:  # x: (B, T, H, D)
+        T = x.size(1)
+        cos, sin = self.cos[None, :T, None, :], self.sin[None, :T, None, :]
+        x1, x2 = x.float().chunk(2, dim=-1)
+        return torch.cat([x1 * cos + x2 * sin, x2 * cos - x1 * sin], dim=-1).type_as(x)
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, dim: int, num_heads: int, max_seq_len: int, scale: float):
+        super().__init__()
+        self.num_heads, self.head_dim, self.scale = num_heads, dim // num_heads, scale
+        hdim = num_heads * self.head_dim
+        # Q, K and V as one (3, hdim, dim) parameter: one matmul, and Muon orthogonalises each.
+        bound = (3 ** 0.5) * 0.5 * dim ** -0.5
+        self.qkv_w = nn.Parameter(torch.empty(3, hdim, dim).uniform_(-bound, bound))
+        self.lambdas = nn.Parameter(torch.tensor([0.5, 0.5]))  # mixes v with the value embedding
+        self.rotary = Rotary(self.head_dim, max_seq_len)
+        self.proj = CastedLinear(hdim, dim, zero_init=True)
+
+    def forward(self, x: Tensor, ve: Tensor | None, mask, attend) -> Tensor:
+        B, T = x.shape[:2]
+        q, k, v = F.linear(x, self.qkv_w.flatten(end_dim=1).type_as(x)).view(B, T, 3, self.num_heads, self.head_dim).unbind(2)
+        q, k = self.rotary(norm(q)), self.rotary(norm(k))
+        if ve is not None:
+            v = self.lambdas[0] * v + self.lambdas[1] * ve.view_as(v)
+        else:
+            v = self.lambdas[0] * v
+        y = attend(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), mask, self.scale)
+        return self.proj(y.transpose(1, 2).reshape(B, T, -1))
+
+
+class MLP(nn.Module):
+    def __init__(self, dim: int, ratio: int):
+        super().__init__()
+        self.fc = CastedLinear(dim, ratio * dim)
+        self.proj = CastedLinear(ratio * dim, dim, zero_init=True)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if KERNELS.relu2_linear is not None:
+            return self.proj(KERNELS.relu2_linear(x, self.fc.weight.type_as(x)))
+        return self.proj(F.relu(self.fc(x)).square())
+
+
+class Block(nn.Module):
+    def __init__(self, h: Hyperparameters, max_seq_len: int):
+        super().__init__()
+        self.attn = CausalSelfAttention(h.model_dim, h.num_heads, max_seq_len, h.attn_scale)
+        self.mlp = MLP(h.model_dim, h.mlp_ratio)
+        self.lambdas = nn.Parameter(torch.tensor([1.0, 0.0]))  # mixes the residual with x0
+
+    def forward(self, x, x0, ve, mask, attend):
+        x = self.lambdas[0] * x + self.lambdas[1] * x0
+        x = x + self.attn(norm(x), ve, mask, attend)
+        return x + self.mlp(norm(x))
+
+
+class GPT(nn.Module):
+    def __init__(self, h: Hyperparameters, max_seq_len: int):
+        super().__init__()
+        self.h = h
+        self.embed = nn.Embedding(h.vocab_size, h.model_dim)
+        # Value embeddings: extra token embeddings added to the values of the first and last layers.
+        self.value_embeds = nn.ModuleList(nn.Embedding(h.vocab_size, h.model_dim) for _ in range(h.num_value_embeds))
+        self.blocks = nn.ModuleList(Block(h, max_seq_len) for _ in range(h.num_layers))
+        # U-net: the first half's outputs are added, weighted, to the second half's inputs in reverse.
+        self.skip_weights = nn.Parameter(torch.ones(h.num_layers // 2))
+        self.lm_head = CastedLinear(h.model_dim, h.vocab_size, zero_init=True)
+        self.attend = None  # set by the trainer: DenseAttention or FlexAttention
+        self.act_dtype = torch.float32  # bf16 on CUDA, set by the trainer; weights stay fp32
+
+    def layer_value_embeds(self, input_seq: Tensor):
+        n, L = self.h.num_value_embeds, self.h.num_layers
+        ve = [e(input_seq) for e in self.value_embeds]
+        return ve + [None] * (L - 2 * n) + ve  # layers 0..n-1 and L-n..L-1 share the same n tables
+
+    def forward(self, input_seq: Tensor, target_seq: Tensor, masks: tuple, reduction: str = "mean") -> Tensor:
+        long_mask, short_mask = masks
+        x = x0 = norm(self.embed(input_seq).to(self.act_dtype))
+        ves = [ve if ve is None else ve.to(self.act_dtype) for ve in self.layer_value_embeds(input_seq)]
+        skips, half = [], self.h.num_layers // 2
+        for i, block in enumerate(self.blocks):
+            if i >= half and skips:
+                x = x + self.skip_weights[i - half] * skips.pop()
+            mask = short_mask if i in self.h.short_window_layers else long_mask
+            x = block(x, x0, ves[i], mask, self.attend)
+            if i < half:
+                skips.append(x)
+        x = norm(x)
+        if KERNELS.fp8_linear is not None:
+            logits = KERNELS.fp8_linear(x, self.lm_head.weight)
+        else:
+            logits = self.lm_head(x)
+        c, logits, targets = self.h.logit_softcap, logits.view(-1, logits.size(-1)), target_seq.reshape(-1)
+        if KERNELS.softcap_ce is not None:  # never materialises the fp32 logits
+            return KERNELS.softcap_ce(logits, targets, c, reduction)
+        logits = c * torch.tanh(logits.float() / c)
+        return F.cross_entropy(logits, targets, reduction=reduction)
+
+
+# -----------------------------------------------------------------------------------------------
+# Optimizers: Muon for the hidden matrices, Adam for embeddings, head and scalars.
+
+# Polar Express (Amsel et al., 2025): a different odd quintic per iteration, minimax-optimal for
+# moving every singular value in (0, 1] towards 1; five of them leave σ in ≈ [0.85, 1.15] for any
+# σ ≥ 1e-3 of the normalised input, where the fixed Newton–Schulz quintic leaves ≈ [0.47, 1.2].
+POLAR_EXPRESS = (
+    (8.156554524902461, -22.48329292557795, 15.878769915207462),
+    (4.042929935166739, -2.808917465908714, 0.5000178451051316),
+    (3.8916678022926607, -2.772484153217685, 0.5060648178503393),
+    (3.285753657755655, -2.3681294933425376, 0.46449024233003106),
+    (2.3465413258596377, -1.7097828382687081, 0.42323551169305323),
+)
+
+
+NS_DTYPE = torch.bfloat16  # the iteration tolerates bf16's rounding; tests swap in float64
+
+
+def orthogonalize(G: Tensor, steps: int = 5) -> Tensor:
+    """≈ U Vᵀ of G = U S Vᵀ over the last two dims, in NS_DTYPE."""
+    X = G.to(NS_DTYPE)
+    transposed = X.size(-2) > X.size(-1)
+    if transposed:  # iterate on the short side: X Xᵀ is the smaller Gram matrix
+        X = X.mT
+    X = X / (X.norm(dim=(-2, -1), keepdim=True) * 1.01 + 1e-7)  # Frobenius ≥ spectral: σ ≤ 1/1.01
+    for a, b, c in POLAR_EXPRESS[:steps]:
+        if KERNELS.xxt is not None:  # symmetric products: half the blocks, and b·A + c·A·A in one pass
+            A = KERNELS.xxt(X)
+            B = KERNELS.xxt(A, c, A, b)
+        else:
+            A = X @ X.mT
+            B = b * A + c * (A @ A)
+        X = a * X + B @ X
+    return X.mT if transposed else X
+
+
+class Muon(torch.optim.Optimizer):
+    """Momentum (Nesterov), then the update orthogonalised and scaled by √max(1, rows/cols).
+
+    Expects gradients already averaged over ranks. Parameters are grouped by shape; within a group,
+    rank r orthogonalises parameters r, r+W, … (and keeps only their momentum), then an all_gather
+    hands every rank every update. Works over NCCL and gloo alike.
+    """
+
+    def __init__(self, params, lr: float, momentum: float, weight_decay: float = 0.0, ns_steps: int = 5):
+        params = list(params)
+        shapes = sorted({tuple(p.shape) for p in params}, key=lambda s: -math.prod(s))
+        groups = [{"params": [p for p in params if tuple(p.shape) == s]} for s in shapes]
+        super().__init__(groups, dict(lr=lr, momentum=momentum, weight_decay=weight_decay, ns_steps=ns_steps))
+
+    @torch.no_grad()
+    def step(self):
+        rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+        pending = []
+        for group in self.param_groups:
+            params = group["params"]
+            for base in range(0, len(params), world):
+                i = base + rank
+                if i < len(params):
+                    update = self._update(params[i], group)
+                else:  # this rank has no parameter in the last chunk: it still joins the gather
+                    update = torch.zeros_like(params[0])
+                if world == 1:
+                    pending.append(([params[i]], [update], None, group))
+                    continue
+                gathered = [torch.empty_like(update) for _ in range(world)]
+                work = dist.all_gather(gathered, update.contiguous(), async_op=True)
+                pending.append((params[base:base + world], gathered, work, group))
+        for chunk, updates, work, group in pending:  # gathers overlap with the later chunks' math
+            if work is not None:
+                work.wait()
+            for p, u in zip(chunk, updates):
+                scale = max(1.0, p.size(-2) / p.size(-1)) ** 0.5
+                p.mul_(1 - group["lr"] * group["weight_decay"])
+                p.add_(u.view_as(p), alpha=-group["lr"] * scale)
+
+    def _update(self, p: Tensor, group) -> Tensor:
+        g = p.grad
+        state = self.state[p]
+        if "momentum_buffer" not in state:
+            state["momentum_buffer"] = torch.zeros_like(g)
+        buf = state["momentum_buffer"]
+        buf.lerp_(g, 1 - group["momentum"])
+        g = g.lerp(buf, group["momentum"])  # Nesterov
+        return orthogonalize(g, group["ns_steps"]).to(p.dtype)
+
+
+def build_optimizers(model: GPT, h: Hyperparameters):
+    hidden = [p for n, p in model.blocks.named_parameters() if p.ndim >= 2]
+    scalars = [p for n, p in model.named_parameters() if p.ndim < 2]
+    embeds = [model.embed.weight, *(e.weight for e in model.value_embeds)]
+    head = [model.lm_head.weight]
+    assert len(hidden) + len(scalars) + len(embeds) + len(head) == len(list(model.parameters()))
+    adam = torch.optim.Adam(
+        [dict(params=embeds, lr=h.embed_lr), dict(params=head, lr=h.head_lr), dict(params=scalars, lr=h.scalar_lr)],
+        betas=h.adam_betas, eps=1e-10, fused=False)
+    muon = Muon(hidden, lr=h.muon_lr, momentum=h.muon_momentum, weight_decay=h.muon_weight_decay, ns_steps=h.ns_steps)
+    for opt in (adam, muon):
+        for g in opt.param_groups:
+            g["initial_lr"] = g["lr"]
+    return [adam, muon]
+
+
+def all_reduce_grads(model: nn.Module, loss: Tensor):
+    """Average gradients (and the step's loss, so every rank sees a divergence) over ranks.
+    gloo has no AVG, so SUM then divide."""
+    if WORLD_SIZE == 1:
+        return
+    grads = [p.grad for p in model.parameters() if p.grad is not None] + [loss]
+    works = [dist.all_reduce(g, op=dist.ReduceOp.SUM, async_op=True) for g in grads]
+    for g, w in zip(grads, works):
+        w.wait()
+        g.div_(WORLD_SIZE)
+
+
+# -----------------------------------------------------------------------------------------------
+# Data: shards in the community format; training batches aligned to document starts.
+
+SHARD_MAGIC, SHARD_VERSION, HEADER_BYTES = 20240520, 1, 256 * 4
+
+
+def load_shard(path: str) -> np.ndarray:
+    """Memory-maps a shard after checking its header against its size."""
+    remedy = "regenerate it (`speedrun data synthetic`, or `speedrun data fineweb` for FineWeb shards)"
+    size = os.path.getsize(path)
+    if size < HEADER_BYTES:
+        raise ValueError(f"{path}: truncated header ({size} bytes < {HEADER_BYTES}); {remedy}")
+    header = np.fromfile(path, dtype="<i4", count=256)
+    if header[0] != SHARD_MAGIC or header[1] != SHARD_VERSION:
+        raise ValueError(f"{path}: bad magic/version {header[0]}/{header[1]} (want {SHARD_MAGIC}/{SHARD_VERSION}); {remedy}")
+    n = int(header[2])
+    if size != HEADER_BYTES + 2 * n:
+        raise ValueError(f"{path}: header says {n} tokens but the file holds {(size - HEADER_BYTES) / 2:g}; {remedy}")
+    return np.memmap(path, dtype="<u2", mode="r", offset=HEADER_BYTES, shape=(n,))
+
+
+def find_files(data_dir: str, pattern: str) -> list[str]:
+    files = sorted(glob.glob(os.path.join(data_dir, pattern)))
+    if not files:
+        raise FileNotFoundError(f"no {pattern} in {data_dir}: run `speedrun data synthetic` (tiny) or `speedrun data fineweb`")
+    return files
+
+
+def train_batches(files: list[str], h: Hyperparameters, device: torch.device):
+    """Yields (inputs, targets) micro-batches of this rank; every sequence starts at a document.
+
+    Every rank walks the same sequence of start positions, so a step covers the same
+    grad_accum × batch_seqs sequences at any world size; rank r takes micro-batches r, r+W, ….
+    """
+    n_seqs, T = h.grad_accum * h.batch_seqs, h.seq_len
+    epoch, fi, pos, tokens = 0, 0, 0, load_shard(files[0])
+    bos = np.flatnonzero(tokens == h.eot_token)
+    while True:
+        seqs = []  # slices, not positions: a batch may span two shards
+        while len(seqs) < n_seqs:
+            j = np.searchsorted(bos, pos)
+            if j == len(bos) or bos[j] + T + 1 > len(tokens):  # shard exhausted: its tail is skipped
+                fi += 1
+                if fi == len(files):
+                    fi, epoch = 0, epoch + 1
+                    print0(f"data: all {len(files)} train shards seen; epoch {epoch} begins")
+                tokens, pos = load_shard(files[fi]), 0
+                bos = np.flatnonzero(tokens == h.eot_token)
+                continue
+            seqs.append(tokens[bos[j]:bos[j] + T + 1])
+            pos = bos[j] + T
+        for micro in range(RANK, h.grad_accum, WORLD_SIZE):
+            rows = np.stack(seqs[micro * h.batch_seqs:(micro + 1) * h.batch_seqs])
+            buf = torch.from_numpy(rows.astype(np.int64))
+            if device.type == "cuda":
+                buf = buf.pin_memory().to(device, non_blocking=True)
+            yield buf[:, :-1], buf[:, 1:]
+
+
+def val_sequences(tokens: np.ndarray, n: int, seq_len: int, eot: int) -> list[tuple[int, int]]:
+    """Cuts predictions 1..n of the val stream into spans [p, q) of at most seq_len, ending at document
+    starts where one exists: every val token is predicted exactly once, from its document's start
+    (documents longer than seq_len excepted), as in training. Contiguous chunks would instead start
+    most of their sequences inside a document the model never saw begin."""
+    starts = np.flatnonzero(tokens[:n + 1] == eot)
+    spans, p = [], 0
+    while p < n:
+        limit = min(p + seq_len, n)
+        j = np.searchsorted(starts, limit, side="right") - 1  # the last document start ≤ limit
+        q = int(starts[j]) if limit < n and starts[j] > p else limit
+        spans.append((p, q))
+        p = q
+    return spans
+
+
+def val_batches(files: list[str], h: Hyperparameters, device: torch.device):
+    """The first val_tokens predictions, as document-aligned sequences padded to val_seq_len (padding
+    targets are -100, ignored by the loss); rank r takes sequences r, r+W, …."""
+    tokens = np.concatenate([load_shard(f) for f in files])
+    assert len(tokens) >= h.val_tokens + 1, f"val shards hold {len(tokens)} tokens, need {h.val_tokens + 1}"
+    spans = val_sequences(tokens, h.val_tokens, h.val_seq_len, h.eot_token)[RANK::WORLD_SIZE]
+    for i in range(0, len(spans), h.val_batch_seqs):
+        batch = spans[i:i + h.val_batch_seqs]
+        x = np.full((len(batch), h.val_seq_len), h.eot_token, dtype=np.int64)
+        y = np.full((len(batch), h.val_seq_len), -100, dtype=np.int64)
+        for row, (p, q) in enumerate(batch):
+            x[row, :q - p], y[row, :q - p] = tokens[p:q], tokens[p + 1:q + 1]
+        yield torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
+
+
+def sha256_file(path: str) -> str:
+    d = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 24), b""):
+            d.update(chunk)
+    return d.hexdigest()
+
+
+def sha256_files(files: list[str]) -> str:
+    """One hash for a set of files: sha256 over 'name sha256' lines, in sorted order."""
+    lines = [f"{os.path.basename(f)} {sha256_file(f)}\n" for f in sorted(files)]
+    return hashlib.sha256("".join(lines).encode()).hexdigest()
+
+
+# -----------------------------------------------------------------------------------------------
+# Schedules: a function of the step alone, so warm-up and resets cannot shift them.
+
+def lr_multiplier(step: int, h: Hyperparameters) -> float:
+    x = step / h.num_steps
+    if x < 1 - h.cooldown_frac:
+        return 1.0
+    w = (1 - x) / h.cooldown_frac
+    return w + (1 - w) * h.final_lr_frac
+
+
+def muon_momentum(step: int, h: Hyperparameters) -> float:
+    frac = min(step / max(h.momentum_warmup_steps, 1), 1)
+    return (1 - frac) * h.muon_momentum_min + frac * h.muon_momentum
+
+
+def attention_windows(step: int, h: Hyperparameters) -> tuple[int, int]:
+    """(long, short) window in tokens, grown linearly and rounded to whole blocks."""
+    w = h.window_min + (h.window_max - h.window_min) * min(step / h.num_steps, 1)
+    long = max(h.window_block, int(round(w / h.window_block)) * h.window_block)
+    return long, max(h.window_block, long // 2)
+
+
+# -----------------------------------------------------------------------------------------------
+# The run log: source | environment | run output | RESULT.
+
+SEPARATOR = "=" * 100
+
+
+def source_files() -> dict[str, str]:
+    """This file and every kernels/*.py it imported, as run, keyed by path relative to the repo."""
+    root = Path(__file__).resolve().parent
+    files = {"train_gpt.py": Path(__file__).read_text()}
+    for name, mod in sorted(sys.modules.items()):
+        path = getattr(mod, "__file__", None)
+        if name.startswith("kernels.") and path and Path(path).resolve().is_relative_to(root):
+            files[str(Path(path).resolve().relative_to(root))] = Path(path).read_text()
+    return files
+
+
+def environment(device: torch.device) -> list[str]:
+    lines = [f"Running Python {sys.version}",
+             f"Running PyTorch {torch.__version__} compiled for CUDA {torch.version.cuda}"]
+    try:
+        import triton
+        lines.append(f"Running Triton version {triton.__version__}")
+    except ImportError:
+        lines.append("Running Triton version none (not installed)")
+    if device.type == "cuda":
+        try:
+            lines.append(subprocess.run(["nvidia-smi"], capture_output=True, text=True, timeout=30).stdout.rstrip())
+        except (OSError, subprocess.TimeoutExpired) as e:
+            lines.append(f"nvidia-smi: unavailable ({e}); torch sees {torch.cuda.device_count()}× {torch.cuda.get_device_name(device)}")
+    else:
+        lines.append(f"CPU: {cpu_name()} cores:{os.cpu_count()} torch_threads:{torch.get_num_threads()} platform:{platform.platform()}")
+    return lines
+
+
+def cpu_name() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def peak_memory(device: torch.device) -> tuple[int, int]:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) >> 20, torch.cuda.max_memory_reserved(device) >> 20
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss >> 10  # KiB on Linux
+    return rss, rss
+
+
+# -----------------------------------------------------------------------------------------------
+# The loop.
+
+def parse_fault(spec: str) -> dict:
+    """Fault injection for the harness's tests: SPEEDRUN_FAULT=nan@3 (the loss of step 3 becomes nan) or
+    kill@3:1 (rank 1 SIGKILLs itself before step 3). Empty: no fault."""
+    if not spec:
+        return {}
+    kind, _, where = spec.partition("@")
+    step, _, rank = where.partition(":")
+    if kind not in ("nan", "kill") or not step.isdigit() or (rank and not rank.isdigit()):
+        sys.exit(f"train_gpt.py: SPEEDRUN_FAULT={spec!r}: expected nan@STEP or kill@STEP[:RANK]")
+    return {kind: int(step), **({"rank": int(rank)} if rank else {})}
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    h = PRESETS[args.preset]
+    fault_plan, fault = parse_fault(os.environ.get("SPEEDRUN_FAULT", "")), {}
+    if args.val_every is not None:
+        h = replace(h, val_every=args.val_every)
+    device = setup_distributed()
+    kernel_lines = []  # said in the run section, once the log is open
+    pick_kernels(device, args.kernels, kernel_lines.append)
+    sources = source_files()  # this file and the kernels just imported, before anything can change on disk
+    run_id = args.run_id or str(uuid.uuid4())
+    if WORLD_SIZE > 1:  # every rank names the same log
+        obj = [run_id]
+        dist.broadcast_object_list(obj, src=0)
+        run_id = obj[0]
+    if h.grad_accum % WORLD_SIZE:
+        sys.exit(f"train_gpt.py: --preset {args.preset} splits each step into {h.grad_accum} micro-batches; "
+                 f"run it on a number of ranks that divides {h.grad_accum} (got {WORLD_SIZE})")
+    data_dir = args.data_dir or ("data/synthetic" if args.preset == "tiny" else "data/fineweb10B")
+    train_files, val_files = find_files(data_dir, h.train_files), find_files(data_dir, h.val_files)
+
+    code_sha = hashlib.sha256(sources["train_gpt.py"].encode()).hexdigest()
+    data_sha = ""
+    global LOG
+    if RANK == 0:
+        Path(args.log_dir).mkdir(parents=True, exist_ok=True)
+        LOG = open(Path(args.log_dir) / f"{run_id}.txt", "w", encoding="utf-8")
+        data_sha = sha256_files(train_files + val_files)
+        for name, src in sources.items():
+            LOG.write(f"# ==== file: {name} ====\n" + src + ("" if src.endswith("\n") else "\n"))
+        env = [SEPARATOR, *environment(device),
+               f"speedrun track:{h.track} preset:{args.preset} seed:{args.seed} run_id:{run_id} "
+               f"world_size:{WORLD_SIZE} device:{device.type}",
+               *(f"code_sha256 {name}: {hashlib.sha256(src.encode()).hexdigest()}" for name, src in sources.items()),
+               f"data_sha256: {data_sha} ({len(train_files)} train + {len(val_files)} val shards in {data_dir})",
+               *(f"val_shard_sha256 {Path(f).name}: {sha256_file(f)}" for f in val_files),  # vs the track's pin
+               SEPARATOR]
+        for line in env:
+            print0(line, console=False)
+    log = print0
+    log(f"hyperparameters: {json.dumps(asdict(h))}", console=False)
+
+    # Every derived quantity, once.
+    attend = pick_attention(device, h.eot_token)
+    for line in kernel_lines:
+        log(line)
+    torch.manual_seed(args.seed)  # same seed on every rank: identical initial weights, nothing to broadcast
+    raw_model = GPT(h, max(h.seq_len, h.val_seq_len)).to(device)
+    raw_model.attend, raw_model.act_dtype = attend, compute_dtype(device)
+    model = maybe_compile(raw_model, device, h.compile and not args.no_compile)
+    optimizers = build_optimizers(raw_model, h)
+    num_steps = min(h.num_steps, args.max_steps) if args.max_steps else h.num_steps
+    tokens_per_step = h.seq_len * h.batch_seqs * h.grad_accum
+    n_params = sum(p.numel() for p in raw_model.parameters())
+    log(f"run {run_id}: preset {args.preset} (track {h.track}), seed {args.seed}, {WORLD_SIZE} rank(s) on {device.type}, "
+        f"activations {str(raw_model.act_dtype).removeprefix('torch.')}")
+    log(f"model: {n_params:,} parameters, {h.num_layers} layers × {h.model_dim} wide, {h.num_heads} heads, "
+        f"vocab {h.vocab_size}; Muon on {sum(p.numel() for g in optimizers[1].param_groups for p in g['params']):,} of them")
+    log(f"batch: {tokens_per_step:,} tokens/step = {h.grad_accum} micro-batches × {h.batch_seqs} seqs × {h.seq_len} "
+        f"({h.grad_accum // WORLD_SIZE} per rank); {num_steps} steps = {num_steps * tokens_per_step:,} tokens"
+        + (f" (stopping early: preset has {h.num_steps})" if num_steps < h.num_steps else ""))
+    log(f"val: first {h.val_tokens:,} tokens every {h.val_every} steps and at the last; windows "
+        f"{attention_windows(0, h)} → {attention_windows(h.num_steps, h)} tokens")
+
+    def train_step(step: int, batches) -> Tensor:
+        windows = attention_windows(step, h)
+        total = torch.zeros((), device=device)
+        for _ in range(h.grad_accum // WORLD_SIZE):
+            x, y = next(batches)
+            loss = model(x, y, attend.masks(x, windows)) / (h.grad_accum // WORLD_SIZE)
+            if fault.get("nan") == step:
+                loss = loss * float("nan")
+            loss.backward()
+            total += loss.detach()
+        all_reduce_grads(raw_model, total)
+        for opt in optimizers:
+            for g in opt.param_groups:
+                g["lr"] = g["initial_lr"] * lr_multiplier(step, h)
+        for g in optimizers[1].param_groups:
+            g["momentum"] = muon_momentum(step, h)
+        for opt in optimizers:
+            opt.step()
+        raw_model.zero_grad(set_to_none=True)
+        return total  # this step's train loss, averaged over ranks
+
+    @torch.no_grad()
+    def evaluate() -> float:
+        windows = (h.window_max, max(h.window_block, h.window_max // 2))
+        total = torch.zeros(2, device=device, dtype=torch.float64)
+        for x, y in val_batches(val_files, h, device):
+            total[0] += model(x, y, attend.masks(x, windows), reduction="sum").double()
+            total[1] += (y >= 0).sum()
+        if WORLD_SIZE > 1:
+            dist.all_reduce(total)
+        return (total[0] / total[1]).item()  # sync point: the value is printed
+
+    # Warm-up (untimed): compiles and touches every code path, then state goes back to the start.
+    if h.warmup_steps:
+        log(f"warm-up: {h.warmup_steps} steps and one validation, untimed; then resetting model and optimizer state")
+        initial = copy.deepcopy(dict(model=raw_model.state_dict(), opts=[o.state_dict() for o in optimizers]))
+        batches = train_batches(train_files, h, device)
+        for step in range(h.warmup_steps):
+            train_step(step, batches)
+        evaluate()
+        raw_model.load_state_dict(initial["model"])
+        for o, s in zip(optimizers, initial["opts"]):
+            o.load_state_dict(s)
+        del initial
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+    batches = train_batches(train_files, h, device)
+    train_time_ms, val_loss = 0.0, float("nan")
+    diverged_above = 2 * math.log(h.vocab_size)
+    fault = fault_plan  # armed only now: the warm-up is not part of the run
+    sync(device)
+    t0 = time.perf_counter()
+    for step in range(num_steps + 1):
+        last = step == num_steps
+        if last or (h.val_every > 0 and step % h.val_every == 0):
+            sync(device)
+            train_time_ms += 1000 * (time.perf_counter() - t0)  # the clock stops for validation
+            val_loss = evaluate()
+            log(f"step:{step}/{h.num_steps} val_loss:{val_loss:.4f} train_time:{train_time_ms:.0f}ms "
+                f"step_avg:{train_time_ms / max(step, 1):.2f}ms")
+            if not math.isfinite(val_loss):
+                log(f"stopping: val_loss is {val_loss} at step {step}")
+                break
+            sync(device)
+            t0 = time.perf_counter()
+        if last:
+            break
+        if fault.get("kill") == step and fault.get("rank", RANK) == RANK:
+            os.kill(os.getpid(), signal.SIGKILL)
+        loss = train_step(step, batches)
+        sync(device)  # a synchronized read: each step line's time is a real measurement
+        now = train_time_ms + 1000 * (time.perf_counter() - t0)
+        log(f"step:{step + 1}/{h.num_steps} train_time:{now:.0f}ms step_avg:{now / (step + 1):.2f}ms")
+        train_loss = loss.item()  # no extra wait: the step is already synchronized
+        if not math.isfinite(train_loss) or train_loss > diverged_above:
+            log(f"diverged: train loss {train_loss} at step {step + 1} (nan, inf or above {diverged_above:.2f} "
+                f"= twice a uniform guess's); stopping this run")
+            if LOG is not None:
+                LOG.close()
+            sys.exit(3)
+
+    allocated, reserved = peak_memory(device)
+    log(f"peak memory allocated: {allocated} MiB reserved: {reserved} MiB")
+    result = dict(track=h.track, preset=args.preset, seed=args.seed, run_id=run_id, val_loss=round(val_loss, 6),
+                  train_time_ms=round(train_time_ms, 1), steps=step, num_steps=h.num_steps,
+                  step_avg_ms=round(train_time_ms / max(step, 1), 3), tokens_per_step=tokens_per_step,
+                  world_size=WORLD_SIZE, device=device.type, code_sha256=code_sha, data_sha256=data_sha,
+                  peak_memory_mib=allocated, log=str(Path(args.log_dir) / f"{run_id}.txt"))
+    log("RESULT " + json.dumps(result))
+    if LOG is not None:
+        LOG.close()
+        LOG = None
+    if WORLD_SIZE > 1:
+        dist.barrier()  # gloo aborts ("terminate called…") if one rank tears down while another still talks
+        dist.destroy_process_group()
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -148,16 +148,9 @@ def new_attempt_id(track: str) -> str:
 # ---- the baseline: a record's own snapshot ---------------------------------------------------------------
 
 def find_record(rid: str):
-    """The ledger record `rid`, given whole (tiny-cpu/0001_slug) or by number (tiny-cpu/0001)."""
     from harness import ledger
 
-    recs = ledger.records()
-    hits = [r for r in recs if r.id == rid or r.id.startswith(f"{rid.rstrip('_')}_")]
-    if len(hits) != 1:
-        known = ", ".join(r.id for r in recs) or "none"
-        raise InputError(f"--baseline {rid}: {'no' if not hits else 'more than one'} such record in "
-                         f"{ledger.ledger_path()} (known: {known})")
-    return hits[0]
+    return ledger.find(ledger.records(), rid, "--baseline")
 
 
 def snapshot_baseline(rec, dest: Path) -> Path:

@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import re
+import threading
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -69,8 +70,8 @@ def probe(repo: str, out_dir: Path, timeout: float = PROBE_TIMEOUT_S) -> None:
     if os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE"):
         raise Unreachable(f"HF_HUB_OFFLINE is set, so {ep} is not asked: unset it, or {todo}")
     try:
-        urllib.request.urlopen(urllib.request.Request(f"{ep}/api/datasets/{repo}", method="HEAD"),
-                               timeout=timeout).close()
+        _within(timeout, lambda: urllib.request.urlopen(
+            urllib.request.Request(f"{ep}/api/datasets/{repo}", method="HEAD"), timeout=timeout).close())
     except urllib.error.HTTPError:
         return  # the server answered (401/404/… are for the download to explain)
     except ValueError as e:
@@ -78,6 +79,26 @@ def probe(repo: str, out_dir: Path, timeout: float = PROBE_TIMEOUT_S) -> None:
     except (urllib.error.URLError, OSError) as e:
         why = getattr(e, "reason", e)
         raise Unreachable(f"cannot reach {ep} ({why}): {todo}") from None
+
+
+def _within(timeout: float, fn) -> None:
+    """fn() with a hard deadline: urlopen's timeout covers the socket, not the DNS lookup before it,
+    which can hang for minutes offline. The thread is a daemon, so a stuck lookup cannot hold the exit."""
+    box = {}
+
+    def call():
+        try:
+            fn()
+        except BaseException as e:  # noqa: BLE001  (handed to the caller's thread)
+            box["error"] = e
+
+    t = threading.Thread(target=call, daemon=True)
+    t.start()
+    t.join(timeout)
+    if t.is_alive():
+        raise TimeoutError(f"no answer within {timeout:g} s")
+    if "error" in box:
+        raise box["error"]
 
 
 def hf_fetch(repo: str, filename: str, out_dir: Path) -> Path:
@@ -147,7 +168,7 @@ def fetch_fineweb(track_name: str = "gpt2-small", out=None, train_shards: int = 
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    shards, fetched = {}, []
+    shards, fetched, pinned = {}, [], data_pin(track).get(VAL_NAME)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=Console(stderr=True), disable=not progress) as bar:
         task = bar.add_task("FineWeb shards", total=len(names))
@@ -173,13 +194,12 @@ def fetch_fineweb(track_name: str = "gpt2-small", out=None, train_shards: int = 
                                 f"since manifest.json was written); delete it and run this command again "
                                 f"to fetch it anew")
             shards[name] = {"tokens": tokens, "sha256": digest}
+            if name == VAL_NAME and pinned is not None and pinned != digest:  # val first: before gigabytes of train
+                raise DataError(f"{path}: sha256 {digest} differs from the pin {pinned} in {track['_path']}: "
+                                f"the val data is not the track's; delete the shard and run this command "
+                                f"again to fetch it anew")
             bar.advance(task)
 
-    pinned = data_pin(track).get(VAL_NAME)
-    if pinned is not None and pinned != shards[VAL_NAME]["sha256"]:
-        raise DataError(f"{out_dir / VAL_NAME}: sha256 {shards[VAL_NAME]['sha256']} differs from the pin "
-                        f"{pinned} in {track['_path']}: the val data is not the track's; delete the shard "
-                        f"and run this command again to fetch it anew")
     # Shards fetched earlier and still there stay listed, so the manifest covers the whole folder.
     kept = {n: s for n, s in old["shards"].items() if n not in shards and (out_dir / n).is_file()}
     shards = dict(sorted({**kept, **shards}.items()))

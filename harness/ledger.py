@@ -146,6 +146,15 @@ def _keys(obj, spec: dict, name: str, bad) -> None:
             bad(f"{name}.{k}", f"has type {type(v).__name__}")
 
 
+def find(recs: list[Record], rid: str, flag: str, root: Path | None = None) -> Record:
+    """The record `rid`, given whole (tiny-cpu/0001_slug) or by number (tiny-cpu/0001)."""
+    hits = [r for r in recs if r.id == rid or r.id.startswith(f"{rid.rstrip('_')}_")]
+    if len(hits) != 1:
+        raise InputError(f"{flag} {rid!r}: {'no' if not hits else 'more than one'} such record in "
+                         f"{ledger_path(root)} (known: {', '.join(sorted(r.id for r in recs)) or 'none'})")
+    return hits[0]
+
+
 def record_bytes(rec: Record) -> bytes:
     """record.json as written: sorted keys, indent 2, trailing newline (so its sha256 is reproducible)."""
     return (json.dumps(rec.to_json(), sort_keys=True, indent=2, ensure_ascii=False, allow_nan=False) + "\n").encode()
@@ -400,12 +409,10 @@ def add(log_paths: list[str], track_name: str, title: str, *, contributors: list
         lines = read_lines(root)
         _recover(root, lines)
         existing = [read_record(root / "records" / ln["id"]) for ln in lines]
-        ids = {r.id for r in existing}
         if parent is None:
             parent = next((r.id for r in reversed(existing) if r.track == track_name and r.official), None)
-        elif parent not in ids:
-            raise InputError(f"--parent {parent!r}: no such record in {ledger_path(root)} "
-                             f"(known: {', '.join(sorted(ids)) or 'none'})")
+        else:
+            parent = find(existing, parent, "--parent", root).id
         tdir = root / "records" / track_name
         nums = [r.number for r in existing if r.track == track_name]
         nums += [int(m[1]) for p in tdir.iterdir() if (m := FOLDER.match(p.name))]

@@ -134,6 +134,19 @@ def test_unreachable_hub_fails_fast_with_advice(root, tmp_path, monkeypatch, cap
     assert not (out / "manifest.json").exists()
 
 
+def test_a_hanging_lookup_is_cut_at_the_probe_timeout(monkeypatch, tmp_path):
+    """urlopen's own timeout does not cover DNS; a lookup that hangs still ends at the deadline."""
+    import time
+    import urllib.request
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(urllib.request, "urlopen", lambda *a, **k: time.sleep(30))
+    t0 = time.monotonic()
+    with pytest.raises(fineweb.Unreachable, match=r"no answer within 0\.3 s"):
+        fineweb.probe("kjj0/fineweb10B-gpt2", tmp_path, timeout=0.3)
+    assert time.monotonic() - t0 < 5
+
+
 def test_shards_already_there_need_no_network(root, remote, tmp_path, monkeypatch):
     """Shards copied in by hand are checked, hashed and listed without asking the (unreachable) hub."""
     folder, shas = remote
@@ -168,9 +181,11 @@ def test_pin_is_added_once_keeping_the_file_and_a_different_pin_changes_nothing(
         fineweb.pin_val("gpt2-small", VAL, "0" * 64)
     other = tmp_path / "other"
     make_remote(other, seed=1)
+    wrong = Remote(other)
     with pytest.raises(fineweb.DataError, match=f"{VAL}: sha256 .* differs from the pin"):
-        fetch(tmp_path / "d2", Remote(other), pin=True)
+        fetch(tmp_path / "d2", wrong, pin=True)
     assert path.read_text() == after
+    assert [n for _, n in wrong.calls] == [VAL]  # stopped before downloading any train shard
 
 
 # ---- check -----------------------------------------------------------------------------------------

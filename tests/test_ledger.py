@@ -252,3 +252,18 @@ def test_a_held_lock_makes_a_writer_wait(root, tmp_path):
     _, err = p.communicate(timeout=120)
     assert p.returncode == 0, err
     assert ledger.check(root).ok and len(ledger.read_lines(root)) == 1
+
+
+def test_find_takes_a_record_by_whole_id_or_by_number():
+    """`--parent tiny-cpu/0001` and `--baseline tiny-cpu/0001` name tiny-cpu/0001_slug; a number that is not
+    there, or a prefix that is not a whole number, is an InputError listing the known ids."""
+    from types import SimpleNamespace
+
+    from harness.errors import InputError
+
+    recs = [SimpleNamespace(id="tiny-cpu/0001_nanogpt-baseline"), SimpleNamespace(id="tiny-cpu/0002_muon")]
+    assert ledger.find(recs, "tiny-cpu/0001", "--parent").id == "tiny-cpu/0001_nanogpt-baseline"
+    assert ledger.find(recs, "tiny-cpu/0002_muon", "--parent").id == "tiny-cpu/0002_muon"
+    for bad in ("tiny-cpu/0003", "tiny-cpu/000", "gpt2-small/0001"):
+        with pytest.raises(InputError, match=r"--parent .*no such record.*known: tiny-cpu/0001_nanogpt-baseline"):
+            ledger.find(recs, bad, "--parent")

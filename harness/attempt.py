@@ -147,12 +147,6 @@ def new_attempt_id(track: str) -> str:
 
 # ---- the baseline: a record's own snapshot ---------------------------------------------------------------
 
-def find_record(rid: str):
-    from harness import ledger
-
-    return ledger.find(ledger.records(), rid, "--baseline")
-
-
 def snapshot_baseline(rec, dest: Path) -> Path:
     """Copy the record's script and kernels (every stored file but logs/, README.md and record.json), each
     checked against record.json's sha256, to dest; the script to run is its train_gpt.py (or its one .py)."""
@@ -245,6 +239,8 @@ def classify(done: runner.Finished, watch: runner.Watch, *, timeout, multinode: 
 def run_attempt(o: Options) -> int:
     from rich.console import Console
 
+    from harness import ledger
+
     track = load_track(o.track)
     script = Path(o.script).resolve() if o.script else repo_root() / "train_gpt.py"
     if not script.is_file():
@@ -255,7 +251,7 @@ def run_attempt(o: Options) -> int:
     if o.timeout is not None and o.timeout <= 0:
         raise InputError(f"--timeout {o.timeout}: expected seconds > 0")
     nproc = o.nproc or int(track.get("nproc", track["hardware"].get("count", 1)))
-    rec = find_record(o.baseline) if o.baseline else None
+    rec = ledger.find(ledger.records(), o.baseline, "--baseline") if o.baseline else None
     if rec is not None and rec.track != track["name"]:
         raise InputError(f"--baseline {rec.id} is a {rec.track} record; this attempt is on {track['name']}")
     data_dir, _ = runner.prepare_data(track, o.data_dir)

@@ -669,7 +669,7 @@ def source_files() -> dict[str, str]:
     files = {"train_gpt.py": Path(__file__).read_text()}
     for name, mod in sorted(sys.modules.items()):
         path = getattr(mod, "__file__", None)
-        if name.startswith("kernels.") and path and Path(path).resolve().is_relative_to(root):
+        if (name == "kernels" or name.startswith("kernels.")) and path and Path(path).resolve().is_relative_to(root):
             files[str(Path(path).resolve().relative_to(root))] = Path(path).read_text()
     return files
 

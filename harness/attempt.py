@@ -44,23 +44,21 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import math
-import os
 import signal
+import subprocess
 import sys
 import uuid
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from harness import run as runner
-from harness.errors import InputError
-from harness.logs import sha256_file
-from harness.track import load_track, repo_root
+from harness import launch as launcher, proc
+from harness.errors import EXIT_FAIL, EXIT_INTERRUPTED, EXIT_OK, InputError
+from harness.files import atomic_write, finite, number, sha256_bytes, sha256_file
+from harness.track import data_dir, load_track, nproc as track_nproc, repo_root
 
 SCHEMA = 1
 MANIFEST = "attempt.json"
 OUTCOMES = ("ok", "failed", "diverged", "timeout", "interrupted")
-EXIT_OK, EXIT_FAIL, EXIT_INTERRUPTED = 0, 1, 130
 
 
 @dataclass
@@ -81,22 +79,11 @@ class Options:
     fault: str | None = None          # SPEEDRUN_FAULT for the first candidate run only (tests)
     record: str | None = None         # title
     contributors: tuple = ()
-    unofficial: bool = False
+    allow_failing: bool = False       # with record: record unfinished or failing runs, marked unofficial
     as_json: bool = False
 
 
 # ---- the manifest --------------------------------------------------------------------------------------
-
-def finite(obj):
-    """JSON-safe: nan and inf become null, recursively (a diverged run's numbers are not numbers)."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [finite(v) for v in obj]
-    return obj
-
 
 class Manifest:
     """attempt.json: written whole to a temp file, fsynced, renamed over the old one. A write that fails
@@ -108,22 +95,13 @@ class Manifest:
         self.error: str | None = None
 
     def save(self) -> bool:
-        tmp = self.path.with_name(f".{MANIFEST}.tmp")
         try:
-            with open(tmp, "w", encoding="utf-8") as f:
-                f.write(json.dumps(finite(self.data), indent=2, allow_nan=False) + "\n")
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-            self.error = None
-            return True
+            atomic_write(self.path, json.dumps(finite(self.data), indent=2, allow_nan=False) + "\n")
         except OSError as e:
             self.error = f"{self.path}: not written ({e.strerror or e}); the previous version stands"
-            try:
-                tmp.unlink()
-            except OSError:
-                pass
             return False
+        self.error = None
+        return True
 
 
 def load_manifest(folder: str | Path) -> dict:
@@ -156,7 +134,7 @@ def snapshot_baseline(rec, dest: Path) -> Path:
     files = [p for p in rec.files if not p.startswith("logs/") and p not in ledger.RESERVED]
     for rel in files:
         data = (src / rel).read_bytes() if (src / rel).is_file() else None
-        if data is None or ledger.sha256_bytes(data) != rec.files[rel]:
+        if data is None or sha256_bytes(data) != rec.files[rel]:
             raise InputError(f"{src / rel}: missing or edited since it was recorded; run `speedrun ledger check`")
         (dest / rel).parent.mkdir(parents=True, exist_ok=True)
         (dest / rel).write_bytes(data)
@@ -199,11 +177,7 @@ def _last_error(lines) -> str | None:
     return None
 
 
-def _finite_number(x) -> bool:
-    return isinstance(x, (int, float)) and math.isfinite(x)
-
-
-def classify(done: runner.Finished, watch: runner.Watch, *, timeout, multinode: bool) -> tuple[str, str, int | None]:
+def classify(done: proc.Finished, watch: launcher.Watch, *, timeout, multinode: bool) -> tuple[str, str, int | None]:
     """(outcome, message, rank to show) for a finished stream."""
     at = f"at step {watch.step}/{watch.total}" if watch.total else "before its first step"
     if done.interrupted:
@@ -212,7 +186,7 @@ def classify(done: runner.Finished, watch: runner.Watch, *, timeout, multinode: 
         return "timeout", f"ran past --timeout {timeout:g} s {at}; its process tree was killed", None
     if watch.diverged:
         return "diverged", watch.diverged, None
-    if done.code == 0 and watch.result and not _finite_number(watch.result.get("val_loss")):
+    if done.code == 0 and watch.result and number(watch.result.get("val_loss")) is None:
         return "diverged", f"final val_loss is {watch.result.get('val_loss')} {at}", None
     if done.code == 0 and watch.result:
         r = watch.result
@@ -236,11 +210,14 @@ def classify(done: runner.Finished, watch: runner.Watch, *, timeout, multinode: 
 
 # ---- the attempt -----------------------------------------------------------------------------------------
 
-def run_attempt(o: Options) -> int:
+def run_attempt(o: Options, console=None) -> tuple[int, dict]:
+    """Run every planned run, judge, record if asked: (exit code, the manifest). Live progress and each
+    run's row go to `console` (rich; stderr under --json); `render` shows the manifest afterwards."""
     from rich.console import Console
 
     from harness import ledger
 
+    console = console or Console(stderr=o.as_json)
     track = load_track(o.track)
     script = Path(o.script).resolve() if o.script else repo_root() / "train_gpt.py"
     if not script.is_file():
@@ -250,11 +227,11 @@ def run_attempt(o: Options) -> int:
         raise InputError(f"--runs {o.runs} and --seeds {','.join(map(str, o.seeds or []))}: give one, or agree")
     if o.timeout is not None and o.timeout <= 0:
         raise InputError(f"--timeout {o.timeout}: expected seconds > 0")
-    nproc = o.nproc or int(track.get("nproc", track["hardware"].get("count", 1)))
+    nproc = o.nproc or track_nproc(track)
     rec = ledger.find(ledger.records(), o.baseline, "--baseline") if o.baseline else None
     if rec is not None and rec.track != track["name"]:
         raise InputError(f"--baseline {rec.id} is a {rec.track} record; this attempt is on {track['name']}")
-    data_dir, _ = runner.prepare_data(track, o.data_dir)
+    data_dir, _ = launcher.prepare_data(track, o.data_dir)
 
     aid = new_attempt_id(track["name"])
     adir = repo_root() / "logs" / "attempts" / aid
@@ -270,14 +247,13 @@ def run_attempt(o: Options) -> int:
         "script": str(script), "script_sha256": sha256_file(script), "baseline": base,
         "seeds": seeds, "nproc": nproc, "nnodes": o.nnodes, "max_steps": o.max_steps, "timeout_s": o.timeout,
         "data_dir": str(data_dir), "runs": [], "verdict": None, "recorded": None})
-    console = Console(stderr=o.as_json)  # --json keeps stdout for the JSON alone
     console.print(f"[bold]attempt {aid}[/]: {track['name']} v{track['version']}, {len(plan)} run(s) × {nproc} "
                   f"process(es){f' × {o.nnodes} nodes' if o.nnodes > 1 else ''}"
                   + (f", A/B against {base['record']}" if base else "") + f" → {adir}", highlight=False)
     if not manifest.save():
         raise InputError(manifest.error)
 
-    old_term = runner._sigterm_as_interrupt()  # SIGTERM stops the attempt like Ctrl-C
+    old_term = proc.sigterm_as_interrupt()  # SIGTERM stops the attempt like Ctrl-C
     interrupted = False
     try:
         interrupted = _run_all(o, track, plan, script, base, data_dir, nproc, manifest, console)
@@ -292,23 +268,19 @@ def run_attempt(o: Options) -> int:
         code = EXIT_INTERRUPTED
         if o.record:
             m["recorded"] = {"recorded": False, "reason": "the attempt was interrupted: nothing recorded"}
-    elif o.record and not verdict["record"] and not o.unofficial:
+    elif o.record and not verdict["record"] and not o.allow_failing:
         m["recorded"] = {"recorded": False, "reason": "not a record (see the verdict): nothing recorded "
                                                       "(--unofficial records the runs, marked unofficial)"}
         code = EXIT_FAIL
     elif o.record:
         if not manifest.save():  # the record reads the manifest as it stands
             raise InputError(manifest.error)
-        m["recorded"] = record_attempt(adir, o.record, contributors=o.contributors, unofficial=o.unofficial)
+        m["recorded"] = record_attempt(adir, o.record, contributors=o.contributors, allow_failing=o.allow_failing)
         if not m["recorded"]["recorded"]:
             code = EXIT_FAIL
     if not manifest.save():
         console.print(f"[red]{manifest.error}[/]", highlight=False)
-    if o.as_json:
-        print(json.dumps(finite(m), indent=2, allow_nan=False))
-    else:
-        show(m, track, console)
-    return code
+    return code, finite(m)
 
 
 def _now() -> str:
@@ -330,15 +302,15 @@ def _run_all(o, track, plan, script, base, data_dir, nproc, manifest, console) -
             for k, (role, seed) in enumerate(plan):
                 tag = "b" if role == "baseline" else "c"
                 run_id = f"{track['name']}-{tag}{k}-s{seed}-{uuid.uuid4().hex[:6]}"
-                launch = runner.Launch(nproc=nproc, nnodes=o.nnodes, node_rank=o.node_rank,
+                launch = launcher.Launch(nproc=nproc, nnodes=o.nnodes, node_rank=o.node_rank,
                                        rdzv_endpoint=o.rdzv_endpoint, rdzv_id=f"{o.rdzv_id or 'speedrun'}-{k}")
                 if launch.torchrun:  # each rank's output in files, and tagged on the console
                     launch = replace(launch, rank_logs=adir / "ranks" / run_id)
                 run_script = Path(base["script"]) if role == "baseline" else script
-                cmd = runner.trainer_command(track, seed=seed, data_dir=data_dir, run_id=run_id, log_dir=adir,
+                cmd = launcher.trainer_command(track, seed=seed, data_dir=data_dir, run_id=run_id, log_dir=adir,
                                              max_steps=o.max_steps, script=run_script, launch=launch)
                 fault = o.fault if (o.fault and role == "candidate" and not any(r["role"] == "candidate" for r in runs)) else None
-                env = runner.trainer_env(track, **({"SPEEDRUN_FAULT": fault} if fault else {}))
+                env = launcher.trainer_env(track, **({"SPEEDRUN_FAULT": fault} if fault else {}))
                 entry = {"index": k, "role": role, "seed": seed, "run_id": run_id, "outcome": "running",
                          "exit_code": None, "log": f"{run_id}.txt", "log_sha256": None,
                          "console": f"console/{run_id}.txt", "message": "", "started": _now(), "wall_s": None,
@@ -348,7 +320,7 @@ def _run_all(o, track, plan, script, base, data_dir, nproc, manifest, console) -
                 runs.append(entry)
                 manifest.save()
 
-                watch = runner.Watch(o.max_steps)
+                watch = launcher.Watch(o.max_steps)
                 task = progress.add_task(f"  {role} s{seed}", total=None, info="starting")
                 progress.update(overall, info=f"run {k + 1}/{len(plan)}")
 
@@ -356,7 +328,7 @@ def _run_all(o, track, plan, script, base, data_dir, nproc, manifest, console) -
                     if watch.feed(line) in ("step", "val"):
                         progress.update(task, completed=watch.step, total=watch.total, info=_live(watch))
 
-                done = runner.stream(cmd, env, on_line, cwd=run_script.parent, timeout=o.timeout,
+                done = proc.stream(cmd, env, on_line, cwd=run_script.parent, timeout=o.timeout,
                                      ranked=launch.torchrun, transcript=adir / entry["console"])
                 outcome, message, show_rank = classify(done, watch, timeout=o.timeout, multinode=multinode)
                 r = watch.result if outcome == "ok" else {}  # a run that did not finish has no result
@@ -389,7 +361,7 @@ def _run_all(o, track, plan, script, base, data_dir, nproc, manifest, console) -
     return False
 
 
-def _live(w: runner.Watch) -> str:
+def _live(w: launcher.Watch) -> str:
     parts = []
     if w.val_loss is not None:
         parts.append(f"val {w.val_loss:.4f}")
@@ -400,7 +372,7 @@ def _live(w: runner.Watch) -> str:
     return "  ".join(parts)
 
 
-def _failing_lines(done: runner.Finished, rank: int | None, outcome: str) -> list[str]:
+def _failing_lines(done: proc.Finished, rank: int | None, outcome: str) -> list[str]:
     """What to show of a run that did not finish: the failing rank's own last lines, then the end of
     everything (torchrun's report included)."""
     out = []
@@ -431,9 +403,20 @@ def _print_row(console, e: dict, n: int) -> None:
 
 # ---- the verdict -----------------------------------------------------------------------------------------
 
+# Why an attempt is not a record: each reason is {"check": one of these, "detail": what happened}.
+# verify's own check names (target, timing, hardware, code, …) are used for failures it found.
+REASONS = ("no-candidate", "unfinished", "never-started", "attempt-status", "logs-elsewhere", "unverifiable",
+           "no-log-here", "smoke", "no-pairs", "slower", "one-pair", "not-faster")
+
+
+def _reason(check: str, detail: str) -> dict:
+    return {"check": check, "detail": detail}
+
+
 def judge(m: dict, track: dict, max_steps: int | None = None) -> dict:
     """Record or not, and why: unfinished candidate runs, verification of the candidate logs (target at
-    the track's α, completeness, timing, hardware, code), a smoke run, the speedup over the baseline."""
+    the track's α, completeness, timing, hardware, code), a smoke run, the speedup over the baseline.
+    `reasons` is a list of {"check", "detail"}; an empty list is a record."""
     from harness import stats, verify
 
     adir = Path(m["dir"])
@@ -441,80 +424,93 @@ def judge(m: dict, track: dict, max_steps: int | None = None) -> dict:
     reasons = []
     unfinished = [r for r in cands if r["outcome"] != "ok"]
     if not cands:
-        reasons.append("no candidate run")
+        reasons.append(_reason("no-candidate", "no candidate run"))
     if unfinished:
-        reasons.append(f"{len(unfinished)} of {len(cands)} candidate run(s) did not finish ("
-                       + ", ".join(f"seed {r['seed']} {r['outcome']}" for r in unfinished) + ")")
+        reasons.append(_reason("unfinished", f"{len(unfinished)} of {len(cands)} candidate run(s) did not finish ("
+                               + ", ".join(f"seed {r['seed']} {r['outcome']}" for r in unfinished) + ")"))
     planned = len(m.get("seeds") or [])
     if len(cands) < planned:
-        reasons.append(f"{planned - len(cands)} of {planned} planned candidate run(s) never started")
+        reasons.append(_reason("never-started", f"{planned - len(cands)} of {planned} planned candidate run(s) "
+                                                "never started"))
     if m.get("status") not in ("done", "running"):  # "running": judged at the end of this very attempt
-        reasons.append(f"the attempt is {m.get('status')}: not every planned run ran to its end")
+        reasons.append(_reason("attempt-status", f"the attempt is {m.get('status')}: not every planned run ran "
+                                                 "to its end"))
     missing = [r for r in cands if r["outcome"] == "ok" and not r["log"]]
     if missing and len(missing) < len(cands):
-        reasons.append(f"{len(missing)} finished candidate run(s) left their log on another node: "
-                       "verify every run's log together")
+        reasons.append(_reason("logs-elsewhere", f"{len(missing)} finished candidate run(s) left their log on "
+                                                 "another node: verify every run's log together"))
     logs = [str(adir / r["log"]) for r in cands if r["outcome"] == "ok" and r["log"]]
     v = None
     if logs:
         try:
             v = verify.verify_files(logs, track["name"], script=m["script"])
         except InputError as e:
-            reasons.append(f"the candidate logs could not be verified: {e}")
+            reasons.append(_reason("unverifiable", f"the candidate logs could not be verified: {e}"))
     elif cands and not unfinished:
-        reasons.append("no candidate log on this node (rank 0 ran on another)")
+        reasons.append(_reason("no-log-here", "no candidate log on this node (rank 0 ran on another)"))
     if v is not None and not v.ok:
         s, sig = v.summary, track["significance"]
         failed = [c for r in v.runs for c in r.checks if not c.ok]
         if any(c.name == "target" for c in failed):
             if s["n"] >= 2 and s["mean_val_loss"] is not None:
                 p = "-" if s["p_value"] is None else f"{s['p_value']:.3g}"
-                reasons.append(f"target not met: mean val_loss {s['mean_val_loss']:.4f} over {s['n']} run(s) vs "
-                               f"{track['target']} (one-sided p = {p}, needs < {sig.get('alpha', 0.01)})")
+                reasons.append(_reason("target", f"target not met: mean val_loss {s['mean_val_loss']:.4f} over "
+                                                 f"{s['n']} run(s) vs {track['target']} (one-sided p = {p}, needs < "
+                                                 f"{sig.get('alpha', 0.01)})"))
             else:
-                reasons.append(f"target not met: {s['n']} finished run(s); the t-test needs at least 2")
+                reasons.append(_reason("target", f"target not met: {s['n']} finished run(s); the t-test needs at "
+                                                 "least 2"))
         for name in dict.fromkeys(c.name for c in failed if c.name != "target"):
-            detail = next(c.detail for c in failed if c.name == name)
-            reasons.append(f"{name}: {detail}")
+            reasons.append(_reason(name, next(c.detail for c in failed if c.name == name)))
     if max_steps:
-        reasons.append(f"a smoke attempt (--max-steps {max_steps}): the runs stop before the track's last step")
+        reasons.append(_reason("smoke", f"a smoke attempt (--max-steps {max_steps}): the runs stop before the "
+                                        "track's last step"))
     speed = None
     if m.get("baseline"):
-        by_seed = {}
-        for r in m["runs"]:
-            if r["outcome"] == "ok" and r["train_time_ms"]:
-                by_seed.setdefault(r["seed"], {})[r["role"]] = r["train_time_ms"]
-        pairs = [(t["baseline"], t["candidate"]) for t in by_seed.values() if len(t) == 2]
-        rid = m["baseline"]["record"]
-        if not pairs:
-            reasons.append(f"no seed with both runs finished: no speedup over {rid}")
-        else:
-            s = stats.speedup(pairs)
-            speed = {"baseline": rid, "pairs": len(pairs), "speedup": s.estimate, "ci95": [s.lo, s.hi],
-                     "baseline_mean_ms": sum(a for a, _ in pairs) / len(pairs),
-                     "candidate_mean_ms": sum(b for _, b in pairs) / len(pairs)}
-            a = [r["train_time_ms"] for r in m["runs"] if r["role"] == "baseline" and r["outcome"] == "ok"]
-            b = [r["train_time_ms"] for r in m["runs"] if r["role"] == "candidate" and r["outcome"] == "ok"]
-            if len(a) >= 2 and len(b) >= 2:
-                speed["time_difference_ms_ci95"] = list(stats.welch_interval(a, b))
-            ci = "" if s.lo is None else f" (95% CI {s.lo:.3f}–{s.hi:.3f})"
-            if s.estimate <= 1:
-                reasons.append(f"slower than baseline {rid}: speedup {s.estimate:.3f}×{ci}")
-            elif s.lo is None:
-                reasons.append(f"one A/B pair: no confidence interval on the speedup over {rid}; run more seeds")
-            elif s.lo <= 1:
-                reasons.append(f"not faster than baseline {rid} at 95%: speedup {s.estimate:.3f}×{ci} includes 1")
+        speed, why = _speedup(m, stats)
+        if why:
+            reasons.append(why)
     return finite({"record": not reasons, "reasons": reasons, "summary": v.summary if v else None,
                    "verify": v.to_json() if v else None, "speedup": speed})
 
 
+def _speedup(m: dict, stats) -> tuple[dict | None, dict | None]:
+    """The paired A/B speedup over the baseline record, and the reason it falls short (or None)."""
+    by_seed = {}
+    for r in m["runs"]:
+        if r["outcome"] == "ok" and r["train_time_ms"]:
+            by_seed.setdefault(r["seed"], {})[r["role"]] = r["train_time_ms"]
+    pairs = [(t["baseline"], t["candidate"]) for t in by_seed.values() if len(t) == 2]
+    rid = m["baseline"]["record"]
+    if not pairs:
+        return None, _reason("no-pairs", f"no seed with both runs finished: no speedup over {rid}")
+    s = stats.speedup(pairs)
+    speed = {"baseline": rid, "pairs": len(pairs), "speedup": s.estimate, "ci95": [s.lo, s.hi],
+             "baseline_mean_ms": sum(a for a, _ in pairs) / len(pairs),
+             "candidate_mean_ms": sum(b for _, b in pairs) / len(pairs)}
+    a = [r["train_time_ms"] for r in m["runs"] if r["role"] == "baseline" and r["outcome"] == "ok"]
+    b = [r["train_time_ms"] for r in m["runs"] if r["role"] == "candidate" and r["outcome"] == "ok"]
+    if len(a) >= 2 and len(b) >= 2:
+        speed["time_difference_ms_ci95"] = list(stats.welch_interval(a, b))
+    ci = "" if s.lo is None else f" (95% CI {s.lo:.3f}–{s.hi:.3f})"
+    if s.estimate <= 1:
+        return speed, _reason("slower", f"slower than baseline {rid}: speedup {s.estimate:.3f}×{ci}")
+    if s.lo is None:
+        return speed, _reason("one-pair", f"one A/B pair: no confidence interval on the speedup over {rid}; "
+                                          "run more seeds")
+    if s.lo <= 1:
+        return speed, _reason("not-faster", f"not faster than baseline {rid} at 95%: speedup {s.estimate:.3f}×{ci} "
+                                            "includes 1")
+    return speed, None
+
+
 # ---- recording -------------------------------------------------------------------------------------------
 
-def record_attempt(folder: str | Path, title: str, *, contributors=(), unofficial: bool = False,
+def record_attempt(folder: str | Path, title: str, *, contributors=(), allow_failing: bool = False,
                    parent: str | None = None, date: str | None = None, readme: str | None = None) -> dict:
     """Record every candidate run of an attempt: {"recorded": bool, "reason" | "record", "ledger_line",
-    "notes"}. Refused, with nothing written, when a candidate run did not finish (unless `unofficial`)
-    or the ledger's verification fails (unless `unofficial`). A log whose sha256 differs from the
+    "notes"}. Refused, with nothing written, when a candidate run did not finish (unless `allow_failing`)
+    or the ledger's verification fails (unless `allow_failing`). A log whose sha256 differs from the
     manifest's, or a manifest that is not one, is bad input (InputError)."""
     from harness import ledger, logs as logmod
 
@@ -524,13 +520,13 @@ def record_attempt(folder: str | Path, title: str, *, contributors=(), unofficia
     if not cands:
         raise InputError(f"{folder / MANIFEST}: no candidate runs to record")
     unfinished = [r for r in cands if r.get("outcome") != "ok"]
-    if m.get("status") != "done" and not unofficial:
+    if m.get("status") != "done" and not allow_failing:
         return {"recorded": False, "reason": f"the attempt is {m.get('status')}, not done: nothing recorded "
                                              "(--unofficial records what it has)"}
-    if len(cands) < len(m.get("seeds") or []) and not unofficial:
+    if len(cands) < len(m.get("seeds") or []) and not allow_failing:
         return {"recorded": False, "reason": f"{len(m['seeds']) - len(cands)} planned candidate run(s) never "
                                              "started: a record takes every run of its attempt; nothing recorded"}
-    if unfinished and not unofficial:
+    if unfinished and not allow_failing:
         return {"recorded": False, "reason": f"{len(unfinished)} of {len(cands)} candidate run(s) did not finish ("
                 + ", ".join(f"{r['run_id']}: {r['outcome']}" for r in unfinished)
                 + "): a record takes every run of its attempt; nothing recorded (--unofficial records them all, "
@@ -549,11 +545,12 @@ def record_attempt(folder: str | Path, title: str, *, contributors=(), unofficia
         paths.append(str(p))
     if not paths:
         return {"recorded": False, "reason": "no candidate log has a run in it: nothing to record"}
-    if without and not unofficial:
+    if without and not allow_failing:
         return {"recorded": False, "reason": f"{len(without)} candidate run(s) left no log with a run in it here ("
                 + ", ".join(r["run_id"] for r in without) + "): a record takes every run; nothing recorded"}
     # anything short of every planned run, finished and logged, can only be unofficial
     incomplete = bool(unfinished or without or m.get("status") != "done" or len(cands) < len(m.get("seeds") or []))
+    from harness import leaderboard
     v, track, stored, notes = ledger.prepare(paths, m["track"])
     notes.append(f"from attempt {m['id']}: {len(cands)} candidate run(s), "
                  + ", ".join(f"{n} {o}" for o in OUTCOMES if (n := sum(r['outcome'] == o for r in cands))))
@@ -564,18 +561,22 @@ def record_attempt(folder: str | Path, title: str, *, contributors=(), unofficia
     parent = parent or (m.get("baseline") or {}).get("record")
     try:
         added = ledger.add(paths, m["track"], title, contributors=list(contributors), parent=parent, date=date,
-                           unofficial=unofficial, force_unofficial=incomplete, readme=readme, source=source,
+                           allow_failing=allow_failing, unofficial_reason="its attempt lost runs" if incomplete else None,
+                           readme=readme, source=source,
                            prepared=(v, track, stored, notes))
     except ledger.Refused as e:
         return {"recorded": False, "reason": str(e), "verdict": finite(e.verdict.to_json())}
+    leaderboard.write()
     return {"recorded": True, "record": added.record.to_json(), "ledger_line": added.line, "notes": added.notes}
 
 
 # ---- the report ------------------------------------------------------------------------------------------
 
-def show(m: dict, track: dict, console) -> None:
+def render(m: dict, console) -> None:
+    """The attempt for people: a row per run, the candidate summary, the speedup, the verdict and why."""
     from rich.table import Table
 
+    track = load_track(m["track"])
     t = Table(title=f"attempt {m['id']}: {m['track']}", title_justify="left")
     for col in ("#", "role", "seed", "outcome", "val loss", "train time", "step avg", "log / message"):
         t.add_column(col, overflow="fold")
@@ -611,7 +612,7 @@ def show(m: dict, track: dict, console) -> None:
     else:
         console.print("[bold red]NOT A RECORD[/]:", highlight=False)
         for reason in v.get("reasons", []):
-            console.print(f"  - {reason}", highlight=False, markup=False)
+            console.print(f"  - {reason['detail']}", highlight=False, markup=False)
     rec = m.get("recorded")
     if rec:
         if rec["recorded"]:
@@ -621,3 +622,44 @@ def show(m: dict, track: dict, console) -> None:
         else:
             console.print(f"[red]not recorded[/]: {rec['reason']}", highlight=False, markup=False)
     console.print(f"manifest: {Path(m['dir']) / MANIFEST}", highlight=False)
+
+
+# ---- ./run.sh: the main job ------------------------------------------------------------------------
+
+def fetch_fineweb_if_missing(track: dict, train_shards: int = 8) -> Path:
+    """The hook `./run.sh` calls on an 8-GPU node: FineWeb's val shard and `train_shards` train shards in the
+    track's data dir, fetched by `speedrun data fineweb` when any is missing."""
+    d = data_dir(track)
+    have_val = any(d.glob(track["data"].get("val_pattern", "*val*.bin")))
+    have_train = len(list(d.glob(track["data"].get("train_pattern", "*train*.bin"))))
+    if have_val and have_train >= train_shards:
+        return d
+    cmd = [sys.executable, "-m", "harness.cli", "data", "fineweb", "--train-shards", str(train_shards), "--dir", str(d)]
+    print(f"==> {d}: {have_train} train shard(s){'' if have_val else ', no val shard'}; fetching: "
+          f"speedrun {' '.join(cmd[3:])}", flush=True)
+    code = subprocess.call(cmd, cwd=repo_root())
+    if code:
+        raise InputError(f"`speedrun data fineweb --dir {d}` failed (exit {code}); fix that, then run ./run.sh again")
+    return d
+
+
+CPU_RUNS = 3  # ./run.sh without GPUs: three full tiny-cpu runs (≈2 min each): enough for a t-test
+
+
+def main_job() -> int:
+    """`./run.sh`: the record attempt this machine's hardware can make."""
+    from rich.console import Console
+
+    console = Console()
+    n = launcher.gpu_count()
+    if n >= 8:
+        print(f"found {n} GPUs: the gpt2-small record attempt (`speedrun attempt --track gpt2-small`)", flush=True)
+        fetch_fineweb_if_missing(load_track("gpt2-small"))
+        o = Options(track="gpt2-small")
+    else:
+        if n:
+            print(f"found {n} GPU(s), fewer than the 8 of gpt2-small: attempting the tiny-cpu track (on the CPU)")
+        o = Options(track="tiny-cpu", runs=CPU_RUNS)
+    code, m = run_attempt(o, console)
+    render(m, console)
+    return code

@@ -1,7 +1,8 @@
-"""`speedrun`: the command line. Verbs are thin wrappers; the work lives in noun modules.
+"""speedrun: attempt, verify and record NanoGPT speedrun records.
 
-Nothing here imports torch or numpy at module level: `speedrun verify` and friends must start in
-well under a second on a reviewer's laptop. Exit codes: 0 ok, 1 a check failed, 2 bad usage/input.
+Every verb that a script might call takes --json (the result as JSON on stdout; progress, if any, on
+stderr). Exit codes: 0 ok, 1 a check failed (not a record, a failed verification, a broken ledger),
+2 bad usage or input, 130 interrupted.
 """
 from __future__ import annotations
 
@@ -9,14 +10,31 @@ import argparse
 import json
 import sys
 
-EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+from harness.errors import EXIT_FAIL, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, InputError
+from harness.files import finite
+
+# How a verb is written: the noun module computes and returns a result (JSON-able, or with .to_json());
+# the same module's `render*` draws it for people; the verb here parses flags, calls the one, then prints
+# --json or calls the other, and returns the exit code. Nothing here imports torch or numpy at module
+# level: `speedrun verify` and friends start in well under a second.
 
 
-from harness.errors import InputError as UsageError  # noqa: E402  (bad input → exit 2)
+def _console(stderr: bool = False):
+    """A rich console; piped output gets a wide one, so tables stay one line per row in files and tests.
+    stderr=True under --json: stdout carries the JSON alone."""
+    from rich.console import Console
+
+    c = Console(stderr=stderr)
+    return c if c.is_terminal else Console(width=200, stderr=stderr)
 
 
-def _print_json(obj) -> None:
-    print(json.dumps(obj, indent=2, sort_keys=False))
+def _emit(args, obj, render, code: int = EXIT_OK) -> int:
+    """--json: obj as JSON on stdout; else render(obj, console). Returns `code`."""
+    if args.json:
+        print(json.dumps(finite(obj.to_json() if hasattr(obj, "to_json") else obj), indent=2, allow_nan=False))
+    else:
+        render(obj, _console())
+    return code
 
 
 # ---- data ----------------------------------------------------------------------------------------
@@ -25,21 +43,7 @@ def cmd_data_synthetic(args) -> int:
     from harness import data  # numpy, lazily
     from harness.track import load_track
 
-    track = load_track(args.track)
-    info = data.generate_from_track(track, out=args.out, seed=args.seed)
-    if args.json:
-        _print_json(info)
-    else:
-        from rich.console import Console
-
-        c = Console()
-        c.print(f"[bold]synthetic corpus[/] seed {info['seed']} → {info['dir']}")
-        for name, s in info["shards"].items():
-            c.print(f"  {name}  {s['tokens']:>10,} tokens  sha256 {s['sha256'][:16]}…")
-        f = info["floor"]
-        c.print(f"  Bayes-optimal val loss (the floor): [bold]{f['val_loss']:.4f}[/] nats/token "
-                f"over {f['val_tokens']:,} tokens; no-context loss {f['no_context_loss']:.4f}")
-    return EXIT_OK
+    return _emit(args, data.generate_from_track(load_track(args.track), out=args.out, seed=args.seed), data.render)
 
 
 def cmd_data_fineweb(args) -> int:
@@ -51,56 +55,32 @@ def cmd_data_fineweb(args) -> int:
     except fineweb.DataError as e:  # unreachable hub, corrupt download, hash ≠ manifest or pin: exit 1
         print(f"speedrun: error: {e}", file=sys.stderr)
         return EXIT_FAIL
-    if args.json:
-        _print_json(info)
-        return EXIT_OK
-    c = _console()
-    c.print(f"[bold]FineWeb[/] {info['repo']} → {info['dir']}: {len(info['fetched'])} fetched, "
-            f"{len(info['present'])} already there", highlight=False)
-    for name, s in info["shards"].items():
-        c.print(f"  {name}  {s['tokens']:>12,} tokens  sha256 {s['sha256'][:16]}…", highlight=False)
-    val = fineweb.VAL_NAME
-    pin = {"added": f"pinned {val} in records/{info['track']}/track.toml",
-           "kept": f"{val} was already pinned with this sha256",
-           "matches": f"{val} matches the track's pin",
-           None: "the track pins no val shard: `--pin` records this one's sha256"}[info["pin"]]
-    c.print(f"manifest.json written (data_sha256 {info['data_sha256'][:16]}…); {pin}", highlight=False)
-    return EXIT_OK
+    return _emit(args, info, fineweb.render_fetch)
 
 
 def cmd_data_check(args) -> int:
     from harness import fineweb  # numpy, lazily
 
     rep = fineweb.check_dir(args.dir, args.track, progress=not args.json)
-    if args.json:
-        _print_json(rep)
-        return EXIT_OK if rep["ok"] else EXIT_FAIL
-    c = _console()
-    for name, r in rep["shards"].items():
-        c.print(f"  {name}  " + ("[green]ok[/]" if r["ok"] else f"[red]FAIL[/] {r['problem']}"), highlight=False)
-    pins = f"track {rep['track']}: {len(rep['pins'])} pinned shard(s)" if rep["track"] else "no track: pins not checked"
-    c.print((f"[bold green]OK[/]: {len(rep['shards'])} shard(s) match manifest.json" if rep["ok"] else
-             f"[bold red]MISMATCH[/]: {len(rep['problems'])} problem(s)") + f"; {pins}", highlight=False)
-    return EXIT_OK if rep["ok"] else EXIT_FAIL
+    return _emit(args, rep, fineweb.render_check, EXIT_OK if rep["ok"] else EXIT_FAIL)
 
 
-# ---- run: one record-attempt run of the trainer ------------------------------------------------------
+# ---- run / attempt: the trainer in child processes ------------------------------------------------
 
 def cmd_run(args) -> int:
     from harness import run
 
-    return run.run_track(args.track, seed=args.seed, nproc=args.nproc, max_steps=args.max_steps,
-                         data_dir=args.data_dir, as_json=args.json)
+    code, out = run.run_track(args.track, _console(stderr=args.json), seed=args.seed, nproc=args.nproc,
+                              max_steps=args.max_steps, data_dir=args.data_dir)
+    return _emit(args, out, run.render, code)
 
 
 def cmd_main(args) -> int:
     """What `./run.sh` runs: the main job for this machine's hardware."""
-    from harness import run
+    from harness import attempt
 
-    return run.main_job()
+    return attempt.main_job()
 
-
-# ---- attempt: N seeded runs (A/B against a baseline record), a manifest, a verdict ----------------------
 
 def _seeds(text: str) -> list[int]:
     try:
@@ -115,84 +95,31 @@ def _seeds(text: str) -> list[int]:
 def cmd_attempt(args) -> int:
     from harness import attempt
 
-    return attempt.run_attempt(attempt.Options(
+    o = attempt.Options(
         track=args.track, runs=args.runs, seeds=args.seeds, script=args.script, nproc=args.nproc,
         nnodes=args.nnodes, node_rank=args.node_rank, rdzv_endpoint=args.rdzv_endpoint, rdzv_id=args.rdzv_id,
         baseline=args.baseline, max_steps=args.max_steps, timeout=args.timeout, data_dir=args.data_dir,
         fault=args.fault, record=args.record, contributors=tuple(_contributors(args.contributors)),
-        unofficial=args.unofficial, as_json=args.json))
+        allow_failing=args.unofficial, as_json=args.json)
+    code, m = attempt.run_attempt(o, _console(stderr=args.json))
+    return _emit(args, m, attempt.render, code)
 
 
-# ---- parse / verify: read logs, judge them ----------------------------------------------------------
-
-def _console():
-    """A rich console; piped output gets a wide one, so tables stay one line per row in files and tests."""
-    from rich.console import Console
-
-    c = Console()
-    return c if c.is_terminal else Console(width=200)
-
+# ---- parse / verify / diff: read logs, judge them, compare them -------------------------------------
 
 def cmd_parse(args) -> int:
-    from pathlib import Path
-
     from harness import logs
 
     parsed = [logs.parse_file(f) for f in args.files]
-    if args.json:
-        _print_json([p.to_json() for p in parsed])
-        return EXIT_OK
-    from rich.table import Table
-
-    t = Table(title="speedrun parse")
-    for col in ("file", "era", "trials", "final step", "val loss", "train time", "GPUs", "torch", "code", "warnings"):
-        t.add_column(col, overflow="fold")
-    for p in parsed:
-        last = p.trials[-1] if p.trials else None
-        v = last.final_val if last else None
-        g = p.env.gpus
-        t.add_row(Path(p.file).name, p.era, str(len(p.trials)),
-                  "-" if last is None else f"{last.final_step}/{last.total_steps or '?'}",
-                  "-" if v is None or v.loss is None else f"{v.loss:.4f}",
-                  "-" if v is None or v.time_ms is None else f"{v.time_ms / 1000:.1f} s",
-                  "-" if g is None else f"{g.count}× {(g.model or '?').removeprefix('NVIDIA ')}",
-                  p.env.torch or "-", (p.code_sha256 or "-")[:12], str(len(p.warnings)))
-    c = _console()
-    c.print(t)
-    for p in parsed:
-        for w in p.warnings:
-            c.print(f"[yellow]{p.file}[/]: {w}", markup=True, highlight=False)
-    return EXIT_OK
+    return _emit(args, [p.to_json() for p in parsed] if args.json else parsed, logs.render)
 
 
 def cmd_verify(args) -> int:
     from harness import verify
 
     verdict = verify.verify_files(args.files, args.track, script=args.script)
-    if args.json:
-        _print_json(verdict.to_json())
-        return EXIT_OK if verdict.ok else EXIT_FAIL
-    from rich.table import Table
+    return _emit(args, verdict, verify.render, EXIT_OK if verdict.ok else EXIT_FAIL)
 
-    t = Table(title=f"speedrun verify --track {verdict.track}")
-    for col in ("run", "check", "", "detail"):
-        t.add_column(col, overflow="fold")
-    for r in verdict.runs:
-        for k, c in enumerate(r.checks):
-            t.add_row(r.file if k == 0 else "", c.name, "[green]ok[/]" if c.ok else "[red]FAIL[/]", c.detail,
-                      end_section=k == len(r.checks) - 1)
-    c = _console()
-    c.print(t)
-    s = verdict.summary
-    fmt = (lambda v, f: "-" if v is None else format(v, f))
-    c.print(f"{s['n']} distinct run(s): mean val_loss {fmt(s['mean_val_loss'], '.5f')}, p = {fmt(s['p_value'], '.3g')}, "
-            f"mean train time {fmt(s['mean_train_time_ms'] and s['mean_train_time_ms'] / 1000, '.3f')} s", highlight=False)
-    failed = sorted({c.name for r in verdict.runs for c in r.checks if not c.ok})
-    c.print("[bold green]PASS[/]: every check passed" if verdict.ok else f"[bold red]FAIL[/]: {', '.join(failed)}")
-    return EXIT_OK if verdict.ok else EXIT_FAIL
-
-
-# ---- diff: what changed between two runs or records -------------------------------------------------
 
 def cmd_diff(args) -> int:
     from harness import diff
@@ -200,13 +127,10 @@ def cmd_diff(args) -> int:
     d = diff.diff(args.a, args.b, context=args.context)
     if args.plot:
         diff.plot(d, args.plot)
-    if args.json:
-        _print_json(d.to_json())
-    else:
-        diff.render(d, _console())
-        if args.plot:
-            print(f"plot: {args.plot}")
-    return EXIT_OK  # a diff is not a check
+    code = _emit(args, d, diff.render)  # a diff is not a check: exit 0
+    if args.plot and not args.json:
+        print(f"plot: {args.plot}")
+    return code
 
 
 # ---- record / ledger / leaderboard / import: the ledger is the source of truth ------------------------
@@ -216,89 +140,45 @@ def _contributors(values) -> list[str]:
 
 
 def cmd_record_add(args) -> int:
-    from harness import ledger
+    from harness import attempt, leaderboard, ledger
 
     readme = None
     if args.readme:
         try:
             readme = open(args.readme, encoding="utf-8").read()
         except OSError as e:
-            raise UsageError(f"--readme {args.readme}: cannot read ({e.strerror})") from None
+            raise InputError(f"--readme {args.readme}: cannot read ({e.strerror})") from None
     if args.attempt:
-        return _record_attempt(args, readme)
-    if not args.logs or not args.track:
-        raise UsageError("record add needs LOG(s) and --track, or --attempt DIR (every candidate run of an attempt)")
-    try:
-        added = ledger.add(args.logs, args.track, args.title, contributors=_contributors(args.contributors),
-                           parent=args.parent, date=args.date, unofficial=args.unofficial, readme=readme)
-    except ledger.Refused as e:
-        if args.json:
-            _print_json({"recorded": False, "reason": str(e), "verdict": e.verdict.to_json()})
-        else:
-            print(f"speedrun: {e}", file=sys.stderr)
-        return EXIT_FAIL
-    rec = added.record
-    if args.json:
-        _print_json({"recorded": True, "record": rec.to_json(), "ledger_line": added.line, "notes": added.notes})
-        return EXIT_OK
-    c = _console()
-    kind = "[green]official[/]" if rec.official else "[yellow]unofficial[/] (verification failed)"
-    c.print(f"recorded [bold]{rec.id}[/] ({kind}) → records/{rec.id}/; ledger seq {added.line['seq']}, "
-            f"hash {added.line['hash'][:16]}…; leaderboard.md regenerated")
-    for n in added.notes:
-        c.print(f"[yellow]note[/]: {n}", highlight=False)
-    return EXIT_OK
-
-
-def _record_attempt(args, readme) -> int:
-    from harness import attempt
-
-    if args.logs:
-        raise UsageError("record add: give LOG(s) or --attempt DIR, not both (an attempt's record takes all its runs)")
-    out = attempt.record_attempt(args.attempt, args.title, contributors=_contributors(args.contributors),
-                                 unofficial=args.unofficial, parent=args.parent, date=args.date, readme=readme)
-    if args.json:
-        _print_json(out)
-    elif not out["recorded"]:
-        print(f"speedrun: {out['reason']}", file=sys.stderr)
+        if args.logs:
+            raise InputError("record add: give LOG(s) or --attempt DIR, not both (an attempt's record takes all its runs)")
+        out = attempt.record_attempt(args.attempt, args.title, contributors=_contributors(args.contributors),
+                                     allow_failing=args.unofficial, parent=args.parent, date=args.date, readme=readme)
+        source = f" from attempt {args.attempt}"
     else:
-        rec = out["record"]
-        kind = "[green]official[/]" if rec["official"] else "[yellow]unofficial[/] (verification failed)"
-        c = _console()
-        c.print(f"recorded [bold]{rec['id']}[/] ({kind}) from attempt {args.attempt}; ledger seq "
-                f"{out['ledger_line']['seq']}", highlight=False)
-        for n in out["notes"]:
-            c.print(f"[yellow]note[/]: {n}", highlight=False)
-    return EXIT_OK if out["recorded"] else EXIT_FAIL
+        if not args.logs or not args.track:
+            raise InputError("record add needs LOG(s) and --track, or --attempt DIR (every candidate run of an attempt)")
+        try:
+            added = ledger.add(args.logs, args.track, args.title, contributors=_contributors(args.contributors),
+                               parent=args.parent, date=args.date, allow_failing=args.unofficial, readme=readme)
+            leaderboard.write()
+            out = {"recorded": True, "record": added.record.to_json(), "ledger_line": added.line, "notes": added.notes}
+        except ledger.Refused as e:
+            out = {"recorded": False, "reason": str(e), "verdict": e.verdict.to_json()}
+        source = ""
+
+    def render(out, console):
+        if out["recorded"]:
+            ledger.render_added(out["record"], out["ledger_line"], out["notes"], console, source)
+        else:
+            print(f"speedrun: {out['reason']}", file=sys.stderr)
+    return _emit(args, out, render, EXIT_OK if out["recorded"] else EXIT_FAIL)
 
 
 def cmd_ledger_check(args) -> int:
     from harness import ledger
 
     rep = ledger.check()
-    if args.json:
-        _print_json(rep.to_json())
-        return EXIT_OK if rep.ok else EXIT_FAIL
-    c = _console()
-    if not rep.ok:
-        b = rep.broken
-        c.print(f"[bold red]BROKEN[/] at ledger seq {b['seq']}" + (f" ({b['id']})" if b["id"] else "")
-                + f": {b['file']}: {b['problem']}", highlight=False)
-        c.print(f"{len(rep.records)} record(s) before it are intact.")
-        return EXIT_FAIL
-    if rep.records:
-        from rich.table import Table
-
-        t = Table(title="speedrun ledger check")
-        for col in ("track", "records", "official", "latest"):
-            t.add_column(col)
-        for name in sorted({r.track for r in rep.records}):
-            rs = [r for r in rep.records if r.track == name]
-            t.add_row(name, str(len(rs)), str(sum(r.official for r in rs)), rs[-1].id)
-        c.print(t)
-    c.print(f"[bold green]INTACT[/]: {len(rep.records)} record(s), {rep.files} file(s) re-hashed; "
-            f"head {rep.head[:16]}…", highlight=False)
-    return EXIT_OK
+    return _emit(args, rep, ledger.render_check, EXIT_OK if rep.ok else EXIT_FAIL)
 
 
 def cmd_leaderboard(args) -> int:
@@ -306,71 +186,38 @@ def cmd_leaderboard(args) -> int:
 
     from harness import leaderboard
 
-    info = leaderboard.write(include_unofficial=args.all, plot=not args.no_plot,
-                             out=Path(args.out) if args.out else None)
-    if args.json:
-        _print_json(info)
-    else:
-        n = sum(len(v) for v in info["tracks"].values())
-        _console().print(f"{info['file']}: {n} record(s) over {len(info['tracks'])} track(s)"
-                         + (f"; plots {', '.join(info['plots'])}" if info["plots"] else ""), highlight=False)
-    return EXIT_OK
+    info = leaderboard.write(include_unofficial=args.all, plot=not args.no_plot, out=Path(args.out) if args.out else None)
+    return _emit(args, info, leaderboard.render)
 
 
 def cmd_import(args) -> int:
     from harness import importer
 
-    plan = importer.import_tree(args.dir, args.track, dry_run=args.dry_run)
-    if args.json:
-        _print_json(plan.to_json())
-    else:
-        importer.show(plan, _console())
-    return EXIT_OK
+    return _emit(args, importer.import_tree(args.dir, args.track, dry_run=args.dry_run), importer.render)
 
-
-# ---- the parser --------------------------------------------------------------------------------------
 
 # ---- bench: kernels against their references ---------------------------------------------------------
 
 def cmd_bench(args) -> int:
-    from pathlib import Path
-
+    from harness import bench
     from harness.track import repo_root
-    from kernels import bench  # torch (and triton), lazily
 
-    unknown = [n for n in args.names if n not in bench.KERNELS]
-    if unknown:
-        raise UsageError(f"bench: unknown kernel(s) {', '.join(unknown)}; choose from {', '.join(bench.KERNELS)}")
-    earlier = bench.load_results(args.compare) if args.compare else None
-    say = (lambda line: print(line, file=sys.stderr)) if args.json == "-" else print
-    doc = bench.run(args.names or bench.KERNELS, shapes=args.shapes, compiled=not args.no_compile, say=say)
-    comparison, regressed = (None, False)
-    if earlier is not None:
-        if earlier["device"]["name"] != doc["device"]["name"] or earlier.get("shapes") != doc["shapes"]:
-            say(f"note: --compare {args.compare} was measured on {earlier['device']['name']} ({earlier.get('shapes')} "
-                f"shapes); this run: {doc['device']['name']} ({doc['shapes']} shapes)")
-        comparison, regressed = bench.compare(doc, earlier, args.threshold)
-        doc["compare"] = dict(file=args.compare, threshold=args.threshold, rows=comparison, regressed=regressed)
-    if not args.no_save:
-        say(f"saved {bench.save(doc, repo_root())}")
-    if args.json == "-":
-        _print_json(doc)
-    else:
-        if args.json:
-            Path(args.json).write_text(json.dumps(doc, indent=2) + "\n")
-        from rich.console import Console
+    say = (lambda line: print(line, file=sys.stderr)) if args.json else print
+    failed, doc = bench.run(args.names, shapes=args.shapes, compiled=not args.no_compile, compare_with=args.compare,
+                            threshold=args.threshold, save_to=None if args.no_save else repo_root(), out=args.out,
+                            say=say)
+    return _emit(args, doc, bench.render, EXIT_FAIL if failed else EXIT_OK)
 
-        bench.render(doc, comparison, Console())
-    wrong = [r["kernel"] for r in doc["results"] if r["status"] == "WRONG" or r["status"].startswith("failed")]
-    if wrong:
-        say(f"FAILED: {', '.join(wrong)} did not match the reference (not timed)")
-    if regressed:
-        say(f"REGRESSED: slower than {args.compare} by more than {args.threshold:.0%}")
-    return EXIT_FAIL if wrong or regressed else EXIT_OK
 
+# ---- the parser --------------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="speedrun", description=__doc__.splitlines()[0])
+    from harness.track import find_root
+
+    root, how = find_root()
+    p = argparse.ArgumentParser(prog="speedrun", description=__doc__.split("\n\n")[0].split(": ", 1)[1],
+                                epilog=f"records: {root / 'records'} (from {how}; set SPEEDRUN_ROOT to choose)",
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="verb", required=True, metavar="VERB")
 
     d = sub.add_parser("data", help="make or fetch the shards a track trains on")
@@ -493,7 +340,8 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help=why, description=why)
     b.add_argument("names", nargs="*", metavar="NAME", help="kernels to bench (default: all): xxt softcap_ce fp8_linear relu2_linear")
     b.add_argument("--shapes", choices=("record", "small"), help="gpt2-small record shapes (default on CUDA) or the tiny preset's (default on CPU)")
-    b.add_argument("--json", metavar="FILE", help="also write the results to FILE ('-': print JSON only)")
+    b.add_argument("--out", metavar="FILE", help="also write the results document to FILE")
+    b.add_argument("--json", action="store_true", help="print the results document as JSON (progress on stderr)")
     b.add_argument("--compare", metavar="FILE", help="an earlier results file: show the change, exit 1 beyond --threshold")
     b.add_argument("--threshold", type=float, default=0.10, help="allowed slowdown for --compare (default 0.10 = 10%%)")
     b.add_argument("--no-compile", action="store_true", help="skip the torch.compile'd reference (quick runs)")
@@ -509,12 +357,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except UsageError as e:
+    except InputError as e:
         print(f"speedrun: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("speedrun: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

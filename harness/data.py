@@ -13,16 +13,14 @@ numpy only, never torch: the CLI imports this module lazily, only for `speedrun 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
-import os
-import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from harness.errors import InputError
+from harness.files import atomic_write
 
 MAGIC, VERSION, HEADER_INTS = 20240520, 1, 256
 HEADER_BYTES = HEADER_INTS * 4
@@ -49,28 +47,6 @@ def _bad(path: Path, what: str) -> ShardError:
     return ShardError(f"{path}: {what}; {_remedy(path)}")
 
 
-def _atomic_write(path: Path, chunks) -> str:
-    """Write chunks to a temp file beside `path`, fsync, rename: readers see all or nothing.
-    Returns the sha256 of what was written."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    h = hashlib.sha256()
-    # Not mkstemp: its 0600 would stick to the shard; os.open with 0o666 honours the umask.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            for c in chunks:
-                f.write(c)
-                h.update(c)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return h.hexdigest()
-
-
 def write_shard(path, tokens) -> str:
     """Write `tokens` as a shard at `path`, atomically; returns the file's sha256."""
     path, tokens = Path(path), np.asarray(tokens)
@@ -83,7 +59,7 @@ def write_shard(path, tokens) -> str:
         raise ValueError(f"{path}: {tokens.size} tokens do not fit the int32 header count")
     header = np.zeros(HEADER_INTS, dtype="<i4")
     header[:3] = MAGIC, VERSION, tokens.size
-    return _atomic_write(path, [header.tobytes(), tokens.astype("<u2").ravel().tobytes()])
+    return atomic_write(path, [header.tobytes(), tokens.astype("<u2").ravel().tobytes()])
 
 
 def read_header(path) -> int:
@@ -332,7 +308,7 @@ def generate_synthetic(cfg: SyntheticConfig, out_dir) -> dict:
                   "val_tokens": cfg.val_tokens},
         "generator": GENERATOR,
     }
-    _atomic_write(out_dir / "manifest.json", [(json.dumps(manifest, indent=2) + "\n").encode()])
+    atomic_write(out_dir / "manifest.json", json.dumps(manifest, indent=2) + "\n")
     return manifest
 
 
@@ -363,3 +339,13 @@ def ensure_synthetic(track: dict, out=None) -> dict:
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         pass  # missing, unreadable or stale: regenerate
     return generate_synthetic(cfg, out_dir)
+
+
+def render(info: dict, console) -> None:
+    """`speedrun data synthetic` for people: the shards, their hashes and the floor."""
+    console.print(f"[bold]synthetic corpus[/] seed {info['seed']} → {info['dir']}")
+    for name, s in info["shards"].items():
+        console.print(f"  {name}  {s['tokens']:>10,} tokens  sha256 {s['sha256'][:16]}…")
+    f = info["floor"]
+    console.print(f"  Bayes-optimal val loss (the floor): [bold]{f['val_loss']:.4f}[/] nats/token "
+                  f"over {f['val_tokens']:,} tokens; no-context loss {f['no_context_loss']:.4f}")

@@ -12,16 +12,15 @@ import difflib
 import json
 import math
 import operator
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from statistics import fmean
 
 from harness import logs, stats
 from harness.errors import InputError
+from harness.ledger import REF
 from harness.track import records_dir
 
-RECORD_ID = re.compile(r"^([A-Za-z0-9][\w.-]*)/(\d{4})(?:_([\w.-]+))?$")
 LOG_GLOBS = ("*.txt", "*.log")
 LEVEL = 0.95
 
@@ -71,16 +70,16 @@ def resolve(spec: str) -> Side:
     if p.is_dir():
         return _record_side(spec, p)
     tried = [f"{p}: no such file or folder"]
-    m = RECORD_ID.match(spec)
+    m = REF.match(spec)
     if m:
-        track_dir = records_dir() / m.group(1)
-        if m.group(3):
-            folder = track_dir / f"{m.group(2)}_{m.group(3)}"
+        track_dir = records_dir() / m["track"]
+        if m["slug"]:
+            folder = track_dir / f"{m['num']}_{m['slug']}"
             if folder.is_dir():
                 return _record_side(spec, folder)
             tried.append(f"record {folder}: no such folder")
         else:
-            hits = sorted(d for d in track_dir.glob(f"{m.group(2)}_*") if d.is_dir())
+            hits = sorted(d for d in track_dir.glob(f"{m['num']}_*") if d.is_dir())
             if len(hits) == 1:
                 return _record_side(spec, hits[0])
             tried.append(f"record {track_dir}/{m.group(2)}_*: " +
@@ -395,7 +394,7 @@ def _jsonable(v):
     if isinstance(v, (tuple, list)):
         return [_jsonable(x) for x in v]
     if isinstance(v, float) and not math.isfinite(v):
-        return repr(v)
+        return repr(v)  # a hyperparameter written as inf or nan is shown, not dropped
     try:
         json.dumps(v)
         return v

@@ -13,7 +13,6 @@ huggingface_hub's minute of retries. huggingface_hub is imported only to downloa
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -23,10 +22,10 @@ import urllib.request
 from pathlib import Path
 from typing import Callable
 
-from harness.data import ShardError, _atomic_write, read_header
+from harness.data import ShardError, read_header
 from harness.errors import InputError
-from harness.logs import sha256_file
-from harness.track import data_pin, load_track, records_dir, repo_root
+from harness.files import atomic_write, sha256_file, sha256_set
+from harness.track import data_dir, data_pin, load_track, records_dir
 
 GENERATOR = "harness.fineweb v1"
 VAL_NAME = "fineweb_val_000000.bin"
@@ -53,7 +52,7 @@ def shard_names(train_shards: int) -> list[str]:
 
 def data_sha256(shards: dict) -> str:
     """train_gpt.py's `data_sha256` over these shards: sha256 of sorted 'name sha256' lines."""
-    return hashlib.sha256("".join(f"{n} {shards[n]['sha256']}\n" for n in sorted(shards)).encode()).hexdigest()
+    return sha256_set({n: s["sha256"] for n, s in shards.items()})
 
 
 # ---- the hub ---------------------------------------------------------------------------------------
@@ -135,13 +134,6 @@ def read_manifest(out_dir: Path, required: bool = False) -> dict | None:
                          f"`speedrun data fineweb --dir {out_dir}` to rebuild it") from None
 
 
-def _data_dir(track: dict, out) -> Path:
-    if out is not None:
-        return Path(out)
-    d = Path(track["data"]["dir"])
-    return d if d.is_absolute() else repo_root() / d
-
-
 # ---- fetch -----------------------------------------------------------------------------------------
 
 def fetch_fineweb(track_name: str = "gpt2-small", out=None, train_shards: int = DEFAULT_TRAIN_SHARDS, *,
@@ -156,7 +148,7 @@ def fetch_fineweb(track_name: str = "gpt2-small", out=None, train_shards: int = 
         raise InputError(f"{track['_path']}: data.source is {d.get('source')!r}, not a Hugging Face dataset; "
                          f"use `speedrun data {d.get('source')}` for this track")
     repo, names = d["repo"], shard_names(train_shards)
-    out_dir = _data_dir(track, out).resolve()
+    out_dir = data_dir(track, out)
     old = read_manifest(out_dir) or {"shards": {}}
     if old.get("kind", "fineweb") != "fineweb":
         raise InputError(f"{out_dir}/manifest.json describes a {old['kind']} corpus: choose another --dir")
@@ -205,7 +197,7 @@ def fetch_fineweb(track_name: str = "gpt2-small", out=None, train_shards: int = 
     shards = dict(sorted({**kept, **shards}.items()))
     manifest = {"kind": "fineweb", "track": track["name"], "repo": repo, "dir": str(out_dir),
                 "shards": shards, "data_sha256": data_sha256(shards), "generator": GENERATOR}
-    _atomic_write(out_dir / "manifest.json", [(json.dumps(manifest, indent=2) + "\n").encode()])
+    atomic_write(out_dir / "manifest.json", json.dumps(manifest, indent=2) + "\n")
     state = "matches" if pinned is not None else None
     if pin:
         state = pin_val(track["name"], VAL_NAME, shards[VAL_NAME]["sha256"])
@@ -307,7 +299,7 @@ def pin_val(track_name: str, filename: str, sha256: str) -> str:
     if not ok or after != before:  # a check that must survive `python -O`
         raise DataError(f"{path}: adding [data.pin] would change other keys; nothing changed: add "
                         f"{json.dumps(filename)} = {json.dumps(sha256)} under [data.pin] by hand")
-    _atomic_write(path, [new.encode("utf-8")])
+    atomic_write(path, new)
     return "added"
 
 
@@ -331,3 +323,25 @@ def _with_pin(text: str, entry: str, has_table: bool) -> str:
     while end > start + 1 and (not lines[end - 1].strip() or lines[end - 1].lstrip().startswith("#")):
         end -= 1
     return "".join(lines[:end] + block + lines[end:])
+
+
+# ---- for people ------------------------------------------------------------------------------------
+
+def render_fetch(info: dict, console) -> None:
+    console.print(f"[bold]FineWeb[/] {info['repo']} → {info['dir']}: {len(info['fetched'])} fetched, "
+                  f"{len(info['present'])} already there", highlight=False)
+    for name, s in info["shards"].items():
+        console.print(f"  {name}  {s['tokens']:>12,} tokens  sha256 {s['sha256'][:16]}…", highlight=False)
+    pin = {"added": f"pinned {VAL_NAME} in records/{info['track']}/track.toml",
+           "kept": f"{VAL_NAME} was already pinned with this sha256",
+           "matches": f"{VAL_NAME} matches the track's pin",
+           None: "the track pins no val shard: `--pin` records this one's sha256"}[info["pin"]]
+    console.print(f"manifest.json written (data_sha256 {info['data_sha256'][:16]}…); {pin}", highlight=False)
+
+
+def render_check(rep: dict, console) -> None:
+    for name, r in rep["shards"].items():
+        console.print(f"  {name}  " + ("[green]ok[/]" if r["ok"] else f"[red]FAIL[/] {r['problem']}"), highlight=False)
+    pins = f"track {rep['track']}: {len(rep['pins'])} pinned shard(s)" if rep["track"] else "no track: pins not checked"
+    console.print((f"[bold green]OK[/]: {len(rep['shards'])} shard(s) match manifest.json" if rep["ok"] else
+                   f"[bold red]MISMATCH[/]: {len(rep['problems'])} problem(s)") + f"; {pins}", highlight=False)

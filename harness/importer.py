@@ -10,7 +10,6 @@ slug, a sanitized title and sanitized file names; nothing is written outside rec
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import os
 import re
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ from pathlib import Path
 
 from harness import ledger, logs
 from harness.errors import InputError
+from harness.files import sha256_file
 from harness.track import load_track, repo_root
 
 DATED = re.compile(r"^(\d{4}-\d{2}-\d{2}|\d{8})_(.*)$", re.DOTALL)
@@ -124,7 +124,7 @@ def import_tree(src: str, track: str, *, dry_run: bool = False, root: Path | Non
         if not found:
             item.action, item.reason = "skip", "no run logs (.txt/.log files with step lines)"
             continue
-        shas = sorted(hashlib.sha256(p.read_bytes()).hexdigest() for p in found)
+        shas = sorted(sha256_file(p) for p in found)
         item.logs = [shown(str(p.relative_to(folder))) for p in found]
         if tuple(shas) in known:
             item.action, item.reason = "skip", f"already imported as {known[tuple(shas)]}"
@@ -134,8 +134,8 @@ def import_tree(src: str, track: str, *, dry_run: bool = False, root: Path | Non
         known[tuple(shas)] = "(this import)"
         if dry_run:
             continue
-        added = ledger.add([], track, item.title, date=item.date, unofficial=True, prepared=prepared,
-                           source={"import": shown(item.folder, 300), "logs_sha256": shas}, root=root, regenerate=False,
+        added = ledger.add([], track, item.title, date=item.date, allow_failing=True, prepared=prepared,
+                           source={"import": shown(item.folder, 300), "logs_sha256": shas}, root=root,
                            readme=f"Imported by `speedrun import` from the public records folder "
                                   f"`{shown(item.folder)}`; verdict below.")
         item.action, item.id = "imported", added.record.id
@@ -148,7 +148,7 @@ def import_tree(src: str, track: str, *, dry_run: bool = False, root: Path | Non
     return Plan(str(base), track, dry_run, [i for _, i in entries])
 
 
-def show(plan: Plan, console) -> None:
+def render(plan: Plan, console) -> None:
     from rich.markup import escape
     from rich.table import Table
 

@@ -6,11 +6,13 @@ test checks that the committed leaderboard.md is current. matplotlib is imported
 """
 from __future__ import annotations
 
-import os
+import io
 from pathlib import Path
 
 from harness import ledger
-from harness.ledger import _md, fmt
+from harness.errors import InputError
+from harness.files import atomic_write
+from harness.text import fmt, md
 from harness.track import load_track, repo_root
 
 OUT = "leaderboard.md"
@@ -33,7 +35,7 @@ def rows(recs: list[ledger.Record], track: str, include_unofficial: bool = False
     return out
 
 
-def render(root: Path | None = None, include_unofficial: bool = False) -> tuple[str, dict[str, list[dict]]]:
+def markdown(root: Path | None = None, include_unofficial: bool = False) -> tuple[str, dict[str, list[dict]]]:
     """leaderboard.md's text, and the rows per track it shows."""
     root = root or repo_root()
     recs = ledger.records(root)
@@ -47,9 +49,9 @@ def render(root: Path | None = None, include_unofficial: bool = False) -> tuple[
     for name in tracks:
         try:
             track = load_track(name)
-            head = f"## `{name}`: {_md(track.get('title', name))}"
+            head = f"## `{name}`: {md(track.get('title', name))}"
             rule = f"Target: mean final {track['metric']} ≤ {track['target']} (α {track['significance'].get('alpha')})."
-        except ledger.InputError:
+        except InputError:
             head, rule = f"## `{name}`", "Target: (track.toml missing)"
         rs = table[name] = rows(recs, name, include_unofficial)
         out += [head, "", rule, ""]
@@ -66,8 +68,8 @@ def render(root: Path | None = None, include_unofficial: bool = False) -> tuple[
             loss = f"{fmt(r['mean_val_loss'], '.4f')} ± {fmt(r['std_val_loss'], '.4f')} (n={r['n']})"
             mark = "" if r["official"] else " (unofficial)"
             out.append(f"| {r['number']} | {fmt(r['train_time_ms'], '.3f', 1e-3, ' s')} | {delta} | {loss} | "
-                       f"{fmt(r['p_value'], '.3g')} | {r['date']} | {_md(r['title'])}{mark} | "
-                       f"{_md(', '.join(r['contributors'])) or '-'} | [{r['id']}](records/{r['id']}/) |")
+                       f"{fmt(r['p_value'], '.3g')} | {r['date']} | {md(r['title'])}{mark} | "
+                       f"{md(', '.join(r['contributors'])) or '-'} | [{r['id']}](records/{r['id']}/) |")
         out.append("")
     return "\n".join(out).rstrip("\n") + "\n", table
 
@@ -76,11 +78,9 @@ def write(root: Path | None = None, include_unofficial: bool = False, plot: bool
           out: Path | None = None) -> dict:
     """Write leaderboard.md (atomically) and, with `plot`, one progress.png per track that has times."""
     root = root or repo_root()
-    text, table = render(root, include_unofficial)
+    text, table = markdown(root, include_unofficial)
     path = out or root / OUT
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write(path, text)
     plots = []
     for name, rs in table.items():
         png = root / "records" / name / PLOT
@@ -114,7 +114,14 @@ def _plot(name: str, pts: list[tuple[str, float, int]], png: Path) -> None:
     ax.set_xlabel("date")
     ax.grid(alpha=0.3)
     fig.autofmt_xdate()
-    tmp = png.with_name(f".{png.name}.tmp")
-    fig.savefig(tmp, format="png", metadata={"Software": None})
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", metadata={"Software": None})
     plt.close(fig)
-    os.replace(tmp, png)
+    atomic_write(png, buf.getvalue())
+
+
+def render(info: dict, console) -> None:
+    """What `speedrun leaderboard` wrote."""
+    n = sum(len(v) for v in info["tracks"].values())
+    console.print(f"{info['file']}: {n} record(s) over {len(info['tracks'])} track(s)"
+                  + (f"; plots {', '.join(info['plots'])}" if info["plots"] else ""), highlight=False)

@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import fcntl
-import hashlib
 import json
-import math
 import os
 import re
 import shutil
@@ -29,6 +27,8 @@ from pathlib import Path
 
 from harness import logs, verify
 from harness.errors import InputError
+from harness.files import atomic_write, fsync_dir, number, sha256_bytes
+from harness.text import fmt, md
 from harness.track import load_track, repo_root
 
 SCHEMA_VERSION = 1
@@ -38,6 +38,8 @@ LOCK = ".ledger.lock"
 STAGING = ".staging-"
 RESERVED = ("record.json", "README.md")
 
+# A record id is <track>/<NNNN>_<slug>; a reference to one may leave out the slug (tiny-cpu/0001).
+REF = re.compile(r"^(?P<track>[a-z0-9][a-z0-9._-]*)/(?P<num>\d{4})(?:_(?P<slug>[a-z0-9][a-z0-9-]*))?$")
 ID = re.compile(r"^(?P<track>[a-z0-9][a-z0-9._-]*)/(?P<num>\d{4})_(?P<slug>[a-z0-9][a-z0-9-]*)$")
 FOLDER = re.compile(r"^(\d{4})_[a-z0-9][a-z0-9-]*$")
 DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -148,7 +150,8 @@ def _keys(obj, spec: dict, name: str, bad) -> None:
 
 def find(recs: list[Record], rid: str, flag: str, root: Path | None = None) -> Record:
     """The record `rid`, given whole (tiny-cpu/0001_slug) or by number (tiny-cpu/0001)."""
-    hits = [r for r in recs if r.id == rid or r.id.startswith(f"{rid.rstrip('_')}_")]
+    m = REF.match(rid)
+    hits = [r for r in recs if m and (r.id == rid or (m["slug"] is None and r.id.startswith(f"{rid}_")))]
     if len(hits) != 1:
         raise InputError(f"{flag} {rid!r}: {'no' if not hits else 'more than one'} such record in "
                          f"{ledger_path(root)} (known: {', '.join(sorted(r.id for r in recs)) or 'none'})")
@@ -196,10 +199,6 @@ def safe_relpath(path: str) -> str | None:
 def slugify(text: str, width: int = 40) -> str:
     s = re.sub(r"[^a-z0-9]+", "-", text.lower().encode("ascii", "ignore").decode()).strip("-")
     return s[:width].rstrip("-") or "record"
-
-
-def sha256_bytes(b: bytes) -> str:
-    return hashlib.sha256(b).hexdigest()
 
 
 # ---- ledger lines ---------------------------------------------------------------------------------------
@@ -292,14 +291,6 @@ def locked(root: Path):
         os.close(fd)  # closing releases the lock
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _recover(root: Path, lines: list[dict]) -> None:
     """Under the lock: finish or remove what a crashed writer left (staging folders only it could make)."""
     listed = {ln["id"] for ln in lines}
@@ -310,6 +301,8 @@ def _recover(root: Path, lines: list[dict]) -> None:
             os.rename(staged, final)  # the ledger line landed; the rename did not
         else:
             shutil.rmtree(staged)
+    for tmp in (root / "records").glob(f".{LEDGER}.*.tmp"):  # a ledger write that never reached its rename
+        tmp.unlink(missing_ok=True)
 
 
 @dataclass
@@ -359,40 +352,37 @@ def summarize(v: verify.Verdict, track: dict) -> tuple[list[dict], dict]:
         if isinstance(seed, str) and seed.lstrip("-").isdigit():
             seed = int(seed)
         runs.append({"file": r.file, "seed": seed if isinstance(seed, (int, str)) else None,
-                     "val_loss": _finite(r.val_loss), "train_time_ms": _finite(r.train_time_ms),
+                     "val_loss": number(r.val_loss), "train_time_ms": number(r.train_time_ms),
                      "steps": r.trial.final_step, "ok": r.ok})
     s = v.summary
-    summary = {"n": s["n"], "mean_val_loss": _finite(s["mean_val_loss"]),
-               "std_val_loss": _finite(s["std_val_loss"]), "p_value": _finite(s["p_value"]),
-               "mean_train_time_ms": _finite(s["mean_train_time_ms"]),
-               "train_time_ms_ci95": [_finite(x) for x in s["train_time_ms_ci95"]] if s.get("train_time_ms_ci95")
+    summary = {"n": s["n"], "mean_val_loss": number(s["mean_val_loss"]),
+               "std_val_loss": number(s["std_val_loss"]), "p_value": number(s["p_value"]),
+               "mean_train_time_ms": number(s["mean_train_time_ms"]),
+               "train_time_ms_ci95": [number(x) for x in s["train_time_ms_ci95"]] if s.get("train_time_ms_ci95")
                else None}
     return runs, summary
 
 
-def _finite(x):
-    return x if isinstance(x, (int, float)) and math.isfinite(x) else None
-
-
 def _verdict_json(v: verify.Verdict) -> dict:
     j = v.to_json()
-    j["summary"] = {k: ([_finite(x) for x in val] if isinstance(val, list) else _finite(val))
+    j["summary"] = {k: ([number(x) for x in val] if isinstance(val, list) else number(val))
                     for k, val in j["summary"].items()}
     return j
 
 
 def add(log_paths: list[str], track_name: str, title: str, *, contributors: list[str] = (), parent: str | None = None,
-        date: str | None = None, unofficial: bool = False, readme: str | None = None, source: dict | None = None,
-        root: Path | None = None, regenerate: bool = True, prepared=None, force_unofficial: bool = False) -> Added:
-    """Verify, then store one record and append its ledger line. A failing verification raises
-    Refused unless `unofficial`; bad input raises InputError; either way nothing is written.
-    `force_unofficial`: stored unofficial even if its logs verify (an attempt that lost runs)."""
+        date: str | None = None, allow_failing: bool = False, unofficial_reason: str | None = None,
+        readme: str | None = None, source: dict | None = None, root: Path | None = None, prepared=None) -> Added:
+    """Verify, then store one record and append its ledger line. A failing verification raises Refused
+    unless `allow_failing` (then the record is stored unofficial); bad input raises InputError; either
+    way nothing is written. `unofficial_reason`: stored unofficial even if its logs verify, and the README
+    says why (an attempt that lost runs). The caller regenerates the leaderboard (`leaderboard.write`)."""
     root = root or repo_root()
     date = date or _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d")
     if not DATE.match(date):
         raise InputError(f"--date {date!r}: expected YYYY-MM-DD")
     v, track, stored, notes = prepared or prepare(log_paths, track_name)
-    if not v.ok and not unofficial:
+    if not v.ok and not allow_failing:
         raise Refused(v)
     title = " ".join(title.split()) or "untitled"
     runs, summary = summarize(v, track)
@@ -421,11 +411,11 @@ def add(log_paths: list[str], track_name: str, title: str, *, contributors: list
         files = dict(snapshot)
         files.update(stored)
         readme_text = render_readme(rid, track, title, date, contributors, parent, v, summary, readme, notes,
-                                    forced=force_unofficial)
+                                    unofficial_reason=unofficial_reason)
         files["README.md"] = readme_text.encode("utf-8")
         rec = Record(schema_version=SCHEMA_VERSION, id=rid, track=track_name, track_version=track["version"],
                      title=title, date=date, contributors=list(contributors), parent=parent,
-                     official=v.ok and not force_unofficial,
+                     official=v.ok and unofficial_reason is None,
                      code_sha256=first.code_sha256 if first else None,
                      files={k: sha256_bytes(b) for k, b in sorted(files.items())}, runs=runs, summary=summary,
                      verdict=_verdict_json(v), source=source)
@@ -444,22 +434,11 @@ def add(log_paths: list[str], track_name: str, title: str, *, contributors: list
 
         line = make_line(len(lines) + 1, rid, sha256_bytes(files["record.json"]), lines[-1]["hash"] if lines else GENESIS)
         lp = ledger_path(root)
-        tmp = lp.with_name(f".{LEDGER}.tmp")
         old = lp.read_bytes() if lp.exists() else b""
-        with open(tmp, "wb") as f:
-            f.write(old + (canonical(line) + "\n").encode())
-            f.flush()
-            os.fsync(f.fileno())
-        _crash_point("before_replace")
-        os.replace(tmp, lp)
-        _fsync_dir(lp.parent)
+        atomic_write(lp, [old, (canonical(line) + "\n").encode()], before_replace=lambda: _crash_point("before_replace"))
         _crash_point("after_replace")
         os.rename(staging, tdir / name)
-        _fsync_dir(tdir)
-        if regenerate:
-            from harness import leaderboard
-
-            leaderboard.write(root)
+        fsync_dir(tdir)
     return Added(rec, line, v, notes)
 
 
@@ -473,23 +452,15 @@ class Refused(Exception):
                          f"`speedrun verify` shows why, `--unofficial` records it as unofficial")
 
 
-def _md(text) -> str:
-    """One markdown table cell: no newlines or control characters, pipes escaped."""
-    return re.sub(r"[\x00-\x1f\x7f]+", " ", str(text)).replace("|", "\\|")
-
-
-def fmt(x, spec: str, scale: float = 1.0, unit: str = "") -> str:
-    return "-" if x is None else format(x * scale, spec) + unit
-
-
-def render_readme(rid, track, title, date, contributors, parent, v, summary, text, notes, forced=False) -> str:
+def render_readme(rid, track, title, date, contributors, parent, v, summary, text, notes,
+                  unofficial_reason: str | None = None) -> str:
     s = summary
     ci = s["train_time_ms_ci95"]
-    out = [f"# {_md(title)}", "",
+    out = [f"# {md(title)}", "",
            f"Record `{rid}` on track `{track['name']}` (version {track['version']}), {date}: "
-           + ("**unofficial** (its attempt lost runs; see the notes)." if forced else
+           + (f"**unofficial** ({md(unofficial_reason)}; see the notes)." if unofficial_reason else
               "**official** (every check passed)." if v.ok else "**unofficial** (verification failed)."), "",
-           f"Contributors: {_md(', '.join(contributors)) or '-'}  ", f"Parent: {f'`{parent}`' if parent else '-'}", "",
+           f"Contributors: {md(', '.join(contributors)) or '-'}  ", f"Parent: {f'`{parent}`' if parent else '-'}", "",
            "## What changed and why", "", (text.rstrip() if text and text.strip() else "_Not stated._"), "",
            "## Summary", "",
            "| runs (distinct) | mean val loss | std | p-value | mean train time | 95% CI |", "|---|---|---|---|---|---|",
@@ -499,9 +470,9 @@ def render_readme(rid, track, title, date, contributors, parent, v, summary, tex
            "## Verification (`speedrun verify`)", "", "| run | check | ok | detail |", "|---|---|---|---|"]
     for r in v.runs:
         for c in r.checks:
-            out.append(f"| {_md(r.file)} | {c.name} | {'ok' if c.ok else 'FAIL'} | {_md(c.detail)} |")
+            out.append(f"| {md(r.file)} | {c.name} | {'ok' if c.ok else 'FAIL'} | {md(c.detail)} |")
     if notes:
-        out += ["", "Notes:", ""] + [f"- {_md(n)}" for n in notes]
+        out += ["", "Notes:", ""] + [f"- {md(n)}" for n in notes]
     return "\n".join(out) + "\n"
 
 
@@ -577,3 +548,36 @@ def check(root: Path | None = None) -> Report:
             return broken(len(raw_lines) + 1, rid, f"records/{rid}", "record folder not in the ledger "
                           "(a deleted ledger line?)")
     return Report(recs, nfiles, prev, None)
+
+
+# ---- for people -------------------------------------------------------------------------------------------
+
+def render_added(rec: dict, line: dict, notes: list[str], console, source: str = "") -> None:
+    """One line for a new record (and its notes): id, official or not, ledger seq and hash."""
+    kind = "[green]official[/]" if rec["official"] else "[yellow]unofficial[/]"
+    console.print(f"recorded [bold]{rec['id']}[/] ({kind}){source} → records/{rec['id']}/; ledger seq {line['seq']}, "
+                  f"hash {line['hash'][:16]}…; leaderboard.md regenerated", highlight=False)
+    for n in notes:
+        console.print(f"[yellow]note[/]: {n}", highlight=False)
+
+
+def render_check(rep: Report, console) -> None:
+    """`speedrun ledger check` for people: the first break, or a table per track and INTACT."""
+    if not rep.ok:
+        b = rep.broken
+        console.print(f"[bold red]BROKEN[/] at ledger seq {b['seq']}" + (f" ({b['id']})" if b["id"] else "")
+                      + f": {b['file']}: {b['problem']}", highlight=False)
+        console.print(f"{len(rep.records)} record(s) before it are intact.")
+        return
+    if rep.records:
+        from rich.table import Table
+
+        t = Table(title="speedrun ledger check")
+        for col in ("track", "records", "official", "latest"):
+            t.add_column(col)
+        for name in sorted({r.track for r in rep.records}):
+            rs = [r for r in rep.records if r.track == name]
+            t.add_row(name, str(len(rs)), str(sum(r.official for r in rs)), rs[-1].id)
+        console.print(t)
+    console.print(f"[bold green]INTACT[/]: {len(rep.records)} record(s), {rep.files} file(s) re-hashed; "
+                  f"head {rep.head[:16]}…", highlight=False)

@@ -16,15 +16,14 @@ from __future__ import annotations
 
 import bisect
 import gc
-import hashlib
 import json
-import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from operator import itemgetter
 
 from harness.errors import InputError
+from harness.files import number, sha256_text
 
 SEPARATOR = "=" * 100
 MAIN_FILE = "train_gpt.py"  # the name given to a leading file that has no banner of its own
@@ -141,11 +140,11 @@ class ParsedLog:
     def code_sha256(self) -> str | None:
         """sha256 of the main file's embedded text (what our RESULT and env block state)."""
         src = self.sources.get(MAIN_FILE)
-        return sha256(src) if src is not None else None
+        return sha256_text(src) if src is not None else None
 
     @property
     def code_sha256s(self) -> dict[str, str]:
-        return {name: sha256(text) for name, text in self.sources.items()}
+        return {name: sha256_text(text) for name, text in self.sources.items()}
 
     def to_json(self) -> dict:
         """The `speedrun parse --json` contract (relied on by outside scripts: add, never rename)."""
@@ -153,31 +152,9 @@ class ParsedLog:
         return {"file": self.file, "era": self.era, "code_sha256": self.code_sha256,
                 "gpus": None if g is None else {"count": g.count, "model": g.model},
                 "torch": self.env.torch,
-                "trials": [{"val": [[p.step, _num(p.loss), p.time_ms] for p in t.val],
+                "trials": [{"val": [[p.step, number(p.loss), p.time_ms] for p in t.val],
                             "total_steps": t.total_steps, "final_step": t.final_step} for t in self.trials],
                 "warnings": list(self.warnings)}
-
-
-def _num(x: float | None):
-    return None if x is None or not math.isfinite(x) else x  # JSON has no nan
-
-
-def sha256(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-def sha256_file(path, missing_ok: bool = False) -> str | None:
-    """A file's sha256 read in chunks; None for an unreadable file when `missing_ok`."""
-    try:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 24), b""):
-                h.update(chunk)
-        return h.hexdigest()
-    except OSError:
-        if missing_ok:
-            return None
-        raise
 
 
 # ---- reading ---------------------------------------------------------------------------------------
@@ -446,6 +423,17 @@ def _float(s: str) -> float | None:
         return None
 
 
+def read_step(line: str):
+    """One step line as (step, total, loss, time_ms, step_avg_ms, is_val), or None when it is not one."""
+    m = FAST_STEP.match(line)
+    if m:
+        step, total, key, loss, t, unit, avg = m.groups()
+        return (int(step), int(total), float(loss) if key else None,
+                round(float(t) * 1000.0, 3) if unit == "s" else float(t), None if avg == "nan" else float(avg),
+                key == "val_loss")
+    return _slow_step(line, 0, [])
+
+
 def _slow_step(line: str, n: int, warnings: list[str]):
     """A step line off the fast path: `step:N[/M]` then `key:value` fields in any order."""
     m = STEP_HEAD.match(line)
@@ -487,3 +475,28 @@ def _slow_step(line: str, n: int, warnings: list[str]):
         warnings.append(f"line {n}: step line without any field: {line[:100]!r}")
         return None
     return step, total, loss, t, avg, is_val
+
+
+# ---- for people ------------------------------------------------------------------------------------
+
+def render(parsed: list[ParsedLog], console) -> None:
+    """`speedrun parse` for people: one row per file, then its warnings."""
+    from rich.table import Table
+
+    t = Table(title="speedrun parse")
+    for col in ("file", "era", "trials", "final step", "val loss", "train time", "GPUs", "torch", "code", "warnings"):
+        t.add_column(col, overflow="fold")
+    for p in parsed:
+        last = p.trials[-1] if p.trials else None
+        v = last.final_val if last else None
+        g = p.env.gpus
+        t.add_row(Path(p.file).name, p.era, str(len(p.trials)),
+                  "-" if last is None else f"{last.final_step}/{last.total_steps or '?'}",
+                  "-" if v is None or v.loss is None else f"{v.loss:.4f}",
+                  "-" if v is None or v.time_ms is None else f"{v.time_ms / 1000:.1f} s",
+                  "-" if g is None else f"{g.count}× {(g.model or '?').removeprefix('NVIDIA ')}",
+                  p.env.torch or "-", (p.code_sha256 or "-")[:12], str(len(p.warnings)))
+    console.print(t)
+    for p in parsed:
+        for w in p.warnings:
+            console.print(f"[yellow]{p.file}[/]: {w}", markup=True, highlight=False)

@@ -1,4 +1,9 @@
-"""Tracks: the rules of one race, read from records/<track>/track.toml (rules are data)."""
+"""Tracks: the rules of one race, read from records/<track>/track.toml (rules are data), and the project
+root whose records/ holds them.
+
+Every key of a track.toml means something to the code: `load_track` refuses a key it does not know, a
+value of the wrong type, or a significance test it cannot run, naming the file and the key.
+"""
 from __future__ import annotations
 
 import os
@@ -13,17 +18,29 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-REQUIRED = ("name", "version", "preset", "metric", "target", "hardware", "data", "significance")
-
 
 class TrackError(InputError):
     """A track that is missing or malformed; the message names the file."""
 
 
-def repo_root() -> Path:
-    """The project root: $SPEEDRUN_ROOT, else the checkout this package lives in."""
+# ---- the project root ------------------------------------------------------------------------------
+
+def find_root() -> tuple[Path, str]:
+    """(root, how it was found). $SPEEDRUN_ROOT when set (an explicit choice wins); else the nearest
+    folder at or above the working directory whose records/ holds a track; else the checkout this package
+    was installed from. Verbs that write (record, import, leaderboard, attempt) write under this root."""
     env = os.environ.get("SPEEDRUN_ROOT")
-    return Path(env).resolve() if env else Path(__file__).resolve().parent.parent
+    if env:
+        return Path(env).resolve(), "$SPEEDRUN_ROOT"
+    here = Path.cwd().resolve()
+    for d in (here, *here.parents):
+        if any((d / "records").glob("*/track.toml")):
+            return d, "the working directory"
+    return Path(__file__).resolve().parent.parent, "the installed package (no records/ at or above the working directory)"
+
+
+def repo_root() -> Path:
+    return find_root()[0]
 
 
 def records_dir() -> Path:
@@ -34,8 +51,50 @@ def track_names() -> list[str]:
     return sorted(p.parent.name for p in records_dir().glob("*/track.toml"))
 
 
+# ---- the schema ---------------------------------------------------------------------------------------
+
+NUM = (int, float)
+TESTS = ("t-test", "margin")  # one-sided one-sample t-test at alpha; track-3 style (target − mean)·√n ≥ c
+SCHEMA = {
+    "name": str, "version": int, "title": str, "preset": str, "metric": str, "target": NUM, "floor": NUM,
+    "nproc": int, "mirrors": str,
+    "hardware": {"accelerator": str, "model": str, "count": int},
+    "data": {"source": str, "dir": str, "seed": int, "repo": str, "train_pattern": str, "val_pattern": str,
+             "val_tokens": int, "vocab_size": int, "eot_token": int,
+             "synthetic": {"vocab_size": int, "topics": int, "branching": int, "first_tokens": int,
+                           "mean_doc_len": NUM, "max_doc_len": int, "concentration": NUM, "train_tokens": int,
+                           "shard_tokens": int},
+             "pin": dict},
+    "significance": {"test": str, "alpha": NUM, "dedupe": bool, "c": NUM},
+    "rules": {"banned": [{"pattern": str, "why": str}]},
+}
+REQUIRED = ("name", "version", "preset", "metric", "target", "hardware", "data", "significance")
+
+
+def _check(value, spec, where: str, path) -> None:
+    def bad(why):
+        raise TrackError(f"{path}: {where} {why} (the keys a track.toml may hold are in harness/track.py SCHEMA)")
+
+    if isinstance(spec, dict):
+        if not isinstance(value, dict):
+            bad("must be a table")
+        for k, v in value.items():
+            if k not in spec:
+                bad(f"has an unknown key {k!r}")
+            _check(v, spec[k], f"{where}.{k}" if where else k, path)
+    elif isinstance(spec, list):
+        if not isinstance(value, list):
+            bad("must be an array of tables")
+        for i, v in enumerate(value):
+            _check(v, spec[0], f"{where}[{i}]", path)
+    else:
+        ok = spec if isinstance(spec, tuple) else (spec,)
+        if not isinstance(value, ok) or (isinstance(value, bool) and bool not in ok):
+            bad(f"has type {type(value).__name__}, expected {' or '.join(t.__name__ for t in ok)}")
+
+
 def load_track(name: str) -> dict:
-    """The track's rules as a dict, validated for the keys every consumer relies on."""
+    """The track's rules as a dict, validated against SCHEMA."""
     path = records_dir() / name / "track.toml"
     if not path.is_file():
         known = ", ".join(track_names()) or "none"
@@ -44,13 +103,36 @@ def load_track(name: str) -> dict:
         track = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as e:
         raise TrackError(f"{path}: not valid TOML: {e}") from None
+    _check(track, SCHEMA, "", path)
     missing = [k for k in REQUIRED if k not in track]
     if missing:
         raise TrackError(f"{path}: missing key(s) {', '.join(missing)}")
     if track["name"] != name:
         raise TrackError(f"{path}: name = {track['name']!r} but the folder is {name!r}")
+    test = track["significance"].get("test", "t-test")
+    if test not in TESTS:
+        raise TrackError(f"{path}: significance.test = {test!r}; known tests: {', '.join(TESTS)}")
+    if test == "margin" and "c" not in track["significance"]:
+        raise TrackError(f"{path}: significance.test = 'margin' needs the constant c")
+    track["significance"].setdefault("test", test)
     track["_path"] = str(path)
     return track
+
+
+# ---- what the rules say -------------------------------------------------------------------------------
+
+def nproc(track: dict) -> int:
+    """Processes per run on one node: the track's `nproc`, else one per accelerator it names."""
+    return int(track.get("nproc", track["hardware"].get("count", 1)))
+
+
+def data_dir(track: dict, override: str | os.PathLike | None = None) -> Path:
+    """The shards folder: `override` (a flag, relative to where the user stands), else the track's
+    data.dir (relative to the project root)."""
+    if override is not None:
+        return Path(override).resolve()
+    d = Path(track["data"]["dir"])
+    return d if d.is_absolute() else repo_root() / d
 
 
 def data_pin(track: dict) -> dict[str, str]:

@@ -24,6 +24,7 @@ from statistics import fmean, stdev
 
 from harness import logs, stats
 from harness.errors import InputError
+from harness.text import fmt
 from harness.track import data_pin, load_track
 
 CHECKS = ("complete", "target", "timing", "hardware", "code", "provenance", "data")
@@ -151,7 +152,7 @@ def _target(runs: list[Run], track: dict) -> tuple[list[Check], dict]:
     mean = fmean(losses) if losses else None
     copies = f"; {len(copy_of)} copied run(s) counted once" if copy_of else ""
     p_value = None
-    if "margin" in sig.get("test", ""):  # track-3 style: (target − mean)·√n ≥ c
+    if sig["test"] == "margin":  # track-3 style: (target − mean)·√n ≥ c
         c = sig["c"]
         across_ok = n >= 1 and stats.meets_margin(losses, target, c)
         across = (f"mean {mean:.5f} over {n} run(s){copies}: (target − mean)·√n = "
@@ -383,3 +384,25 @@ def _data(r: Run, track: dict) -> Check:
     if problems:
         return Check("data", False, "; ".join(problems))
     return Check("data", True, f"{len(pin)} val shard(s) match the track's pin ({', '.join(sorted(pin))})")
+
+
+# ---- for people -------------------------------------------------------------------------------------------
+
+def render(verdict: Verdict, console) -> None:
+    """`speedrun verify` for people: every check of every run, the summary, PASS or FAIL."""
+    from rich.table import Table
+
+    t = Table(title=f"speedrun verify --track {verdict.track}")
+    for col in ("run", "check", "", "detail"):
+        t.add_column(col, overflow="fold")
+    for r in verdict.runs:
+        for k, c in enumerate(r.checks):
+            t.add_row(r.file if k == 0 else "", c.name, "[green]ok[/]" if c.ok else "[red]FAIL[/]", c.detail,
+                      end_section=k == len(r.checks) - 1)
+    console.print(t)
+    s = verdict.summary
+    secs = None if s["mean_train_time_ms"] is None else s["mean_train_time_ms"] / 1000
+    console.print(f"{s['n']} distinct run(s): mean val_loss {fmt(s['mean_val_loss'], '.5f')}, p = "
+                  f"{fmt(s['p_value'], '.3g')}, mean train time {fmt(secs, '.3f')} s", highlight=False)
+    failed = sorted({c.name for r in verdict.runs for c in r.checks if not c.ok})
+    console.print("[bold green]PASS[/]: every check passed" if verdict.ok else f"[bold red]FAIL[/]: {', '.join(failed)}")

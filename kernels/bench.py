@@ -15,23 +15,22 @@ Throughput: matmuls count 2·M·N·K per product (fwd + bwd = 3 products), so `x
 the full X Xᵀ although it computes half of it: its TFLOP/s is "effective", comparable across
 implementations. softcap_ce is memory-bound: GB/s counts its logits read twice (fwd, bwd) and the
 gradient written once. % of peak uses the table below; an unknown device gets no percentage.
-Results land in records/_bench/<device>/<date>-<commit>.json with device, versions and commit.
+This module needs only torch (and triton on CUDA); `speedrun bench` (harness/bench.py) stores the
+results under records/_bench/<device>/, compares them with earlier ones and renders them.
 """
 from __future__ import annotations
 
 import datetime as dt
-import json
-import os
 import platform
-import re
 import statistics
-import subprocess
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import torch
+
+from kernels import NAMES
 
 # Dense peaks (no sparsity): bf16 and fp8 tensor-core TFLOP/s, HBM GB/s. Matched by substring of
 # torch.cuda.get_device_name(), first match wins (so "H100 PCIe" before the SXM's "H100").
@@ -44,7 +43,6 @@ PEAKS = [
     ("A100-SXM4-40GB", dict(bf16=312.0, fp8=None, mem=1555.0)),
     ("L4", dict(bf16=121.0, fp8=242.5, mem=300.0)),
 ]
-KERNELS = ("xxt", "softcap_ce", "fp8_linear", "relu2_linear")
 TRITON = {"xxt", "softcap_ce", "relu2_linear"}  # fp8_linear is `_scaled_mm`: it runs on CPU too
 
 
@@ -66,13 +64,8 @@ class Case:
     work: float  # FLOPs or bytes per call
     unit: str  # "TFLOP/s" or "GB/s"
     peak: str  # key into PEAKS' dicts
-    tol: float  # relative (Frobenius) error allowed against the reference
-    outputs: Callable = field(default=lambda out: out)  # → tensor(s) compared in the check
-
-
-def _rel(a, b) -> float:
-    a, b = a.float(), b.float()
-    return ((a - b).norm() / b.norm().clamp_min(1e-12)).item()
+    module: object  # the kernel's module: its self_check and TOLERANCE decide whether it is timed
+    check_shape: dict  # keyword arguments of the module's self_check at this case's shape
 
 
 def _fwd_bwd(op):
@@ -84,7 +77,7 @@ def _fwd_bwd(op):
     return run
 
 
-def cases(shapes: str, device: torch.device, names=KERNELS) -> list[Case]:
+def cases(shapes: str, device: torch.device, names=NAMES) -> list[Case]:
     """gpt2-small per rank: 48k tokens × 768 wide, MLP 3072, vocab 50,304; Muon's largest Gram
     product is the (768 × 3072) MLP update. small: the tiny preset's shapes."""
     if shapes == "record":
@@ -103,7 +96,7 @@ def cases(shapes: str, device: torch.device, names=KERNELS) -> list[Case]:
     if "xxt" in names:
         from kernels import xxt as m
         out.append(Case("xxt", f"X {gm}×{gk} bf16 → {gm}×{gm}", lambda: (randn(gm, gk),),
-                        m.xxt, m.xxt_reference, 2.0 * gm * gm * gk, "TFLOP/s", "bf16", 2e-2))
+                        m.xxt, m.xxt_reference, 2.0 * gm * gm * gk, "TFLOP/s", "bf16", m, dict(M=gm, K=gk)))
     if "softcap_ce" in names:
         from kernels import softcap_ce as m
 
@@ -116,7 +109,7 @@ def cases(shapes: str, device: torch.device, names=KERNELS) -> list[Case]:
                 return loss, torch.autograd.grad(loss, x, g)[0]
             return run
         out.append(Case("softcap_ce", f"logits {T}×{V} bf16, fwd+bwd", make_ce, ce(m.softcap_ce),
-                        ce(m.softcap_ce_reference), 3.0 * T * V * 2, "GB/s", "mem", 2e-2))
+                        ce(m.softcap_ce_reference), 3.0 * T * V * 2, "GB/s", "mem", m, dict(N=T, V=V)))
     if "fp8_linear" in names:
         from kernels import fp8_linear as m
 
@@ -124,25 +117,27 @@ def cases(shapes: str, device: torch.device, names=KERNELS) -> list[Case]:
             x, w = randn(T, D, grad=True), randn(V, D, dtype=torch.float32, grad=True, scale=D ** -0.5)
             return x, w, randn(T, V)
         out.append(Case("fp8_linear", f"LM head {T}×{D} · {V}×{D}ᵀ, fwd+bwd", make_fp8, _fwd_bwd(m.fp8_linear),
-                        _fwd_bwd(m.fp8_linear_reference), 3 * 2.0 * T * D * V, "TFLOP/s", "fp8", 0.15))
+                        _fwd_bwd(m.fp8_linear_reference), 3 * 2.0 * T * D * V, "TFLOP/s", "fp8", m,
+                        dict(M=T, K=D, N=V)))
     if "relu2_linear" in names:
         from kernels import relu2_linear as m
 
         def make_r2():
             return randn(T, D, grad=True), randn(H, D, grad=True, scale=D ** -0.5), randn(T, H)
         out.append(Case("relu2_linear", f"MLP up {T}×{D} · {H}×{D}ᵀ, fwd+bwd", make_r2, _fwd_bwd(m.relu2_linear),
-                        _fwd_bwd(m.relu2_linear_reference), 3 * 2.0 * T * D * H, "TFLOP/s", "bf16", 2e-2))
+                        _fwd_bwd(m.relu2_linear_reference), 3 * 2.0 * T * D * H, "TFLOP/s", "bf16", m,
+                        dict(M=T, K=D, N=H)))
     return out
 
 
-def _as_tuple(out):
-    return out if isinstance(out, tuple) else (out,)
+def check(case: Case, device: torch.device) -> tuple[dict[str, float], float, float]:
+    """Each output's relative error in the module's self-check at the case's shape, and the worst
+    output's error and tolerance (TOLERANCE of the kernel's own module, bf16 inputs)."""
+    from kernels.capability import errors, worst
 
-
-def check(case: Case, args) -> float:
-    """Worst relative error of the kernel's outputs against the eager reference's."""
-    got, want = _as_tuple(case.kernel_fn(*args)), _as_tuple(case.reference(*args))
-    return max(_rel(a, b) for a, b in zip(got, want))
+    errs = errors(case.module, device, **case.check_shape)
+    _, err, tol = worst(case.module, errs)
+    return errs, err, tol
 
 
 def time_fn(fn: Callable, device: torch.device) -> tuple[float, float, float]:
@@ -162,16 +157,6 @@ def time_fn(fn: Callable, device: torch.device) -> tuple[float, float, float]:
     return statistics.median(times), q[1], q[7]
 
 
-def _git_commit(root: Path) -> str:
-    try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, timeout=5).stdout.strip()
-        return (sha or "unknown") + ("-dirty" if dirty else "")
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
 def device_info(device: torch.device) -> dict:
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)
@@ -188,7 +173,7 @@ def device_info(device: torch.device) -> dict:
     return dict(type="cpu", name=f"{cpu} ({torch.get_num_threads()} threads)", capability=None, peaks=None)
 
 
-def run(names=KERNELS, shapes: str | None = None, device: torch.device | None = None, compiled: bool = True,
+def run(names=NAMES, shapes: str | None = None, device: torch.device | None = None, compiled: bool = True,
         say=print) -> dict:
     """Check, then time, every case; returns the results document (what is saved as JSON)."""
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -205,14 +190,15 @@ def run(names=KERNELS, shapes: str | None = None, device: torch.device | None = 
         impls = {"eager": case.reference}
         if compiled:
             impls["compiled"] = torch.compile(case.reference, dynamic=False)
-        row = dict(kernel=case.kernel, shape=case.shape, unit=case.unit, tol=case.tol, error=None, status="ok", impls={})
+        row = dict(kernel=case.kernel, shape=case.shape, unit=case.unit, tol=None, error=None, errors=None,
+                   status="ok", impls={})
         if device.type == "cuda" or case.kernel not in TRITON:
             try:
-                row["error"] = check(case, args)
+                row["errors"], row["error"], row["tol"] = check(case, device)
             except Exception as e:  # a kernel that cannot launch here is reported, not fatal to the others
-                row["status"] = f"failed: {type(e).__name__}: {str(e).splitlines()[0][:200]}"
+                row["status"] = f"failed: {type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
             else:
-                if row["error"] > case.tol:
+                if row["error"] > row["tol"]:
                     row["status"] = "WRONG"
                 else:
                     impls = {"kernel": case.kernel_fn, **impls}
@@ -230,8 +216,7 @@ def run(names=KERNELS, shapes: str | None = None, device: torch.device | None = 
                 row[f"speedup_vs_{ref}"] = row["impls"][ref]["ms"] / k["ms"]
         rows.append(row)
     return dict(kind="speedrun-bench", version=1, date=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                device=info, shapes=shapes, versions=versions(), commit=_git_commit(Path(__file__).resolve().parents[1]),
-                results=rows)
+                device=info, shapes=shapes, versions=versions(), results=rows)
 
 
 def versions() -> dict:
@@ -242,84 +227,3 @@ def versions() -> dict:
     except ImportError:
         v["triton"] = None
     return v
-
-
-def slug(name: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:80] or "device"
-
-
-def save(doc: dict, root: Path) -> Path:
-    """records/_bench/<device>/<date>-<commit>.json, written atomically."""
-    folder = root / "records" / "_bench" / slug(doc["device"]["name"])
-    folder.mkdir(parents=True, exist_ok=True)
-    stamp = doc["date"].replace(":", "").replace("-", "")[:15]
-    path = folder / f"{stamp}-{doc['commit'][:12]}.json"
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(doc, indent=2) + "\n")
-    os.replace(tmp, path)
-    return path
-
-
-def compare(new: dict, old: dict, threshold: float) -> tuple[list[dict], bool]:
-    """Per (kernel, shape, impl) found in both: new / old median ms. Regressed when a ratio > 1 + threshold."""
-    before = {(r["kernel"], r["shape"], i): t["ms"] for r in old.get("results", []) for i, t in r.get("impls", {}).items()}
-    out, regressed = [], False
-    for r in new["results"]:
-        for impl, t in r["impls"].items():
-            key = (r["kernel"], r["shape"], impl)
-            if key in before:
-                ratio = t["ms"] / before[key]
-                slower = ratio > 1 + threshold
-                regressed |= slower
-                out.append(dict(kernel=r["kernel"], shape=r["shape"], impl=impl, old_ms=before[key], new_ms=t["ms"],
-                                ratio=ratio, regressed=slower))
-    return out, regressed
-
-
-def load_results(path: str) -> dict:
-    from harness.errors import InputError
-
-    try:
-        doc = json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise InputError(f"--compare {path}: no such file")
-    except json.JSONDecodeError as e:
-        raise InputError(f"--compare {path}: not JSON ({e.msg} at line {e.lineno})")
-    if not isinstance(doc, dict) or doc.get("kind") != "speedrun-bench" or not isinstance(doc.get("results"), list):
-        raise InputError(f"--compare {path}: not a `speedrun bench` results file")
-    return doc
-
-
-def render(doc: dict, comparison: list[dict] | None = None, console=None):
-    from rich.console import Console
-    from rich.table import Table
-
-    console = console or Console()
-    d = doc["device"]
-    t = Table(title=f"speedrun bench · {d['name']} · {doc['shapes']} shapes · torch {doc['versions']['torch']}"
-                    f" · triton {doc['versions']['triton']}")
-    for col in ("kernel", "shape", "check", "impl", "ms (p20–p80)", "throughput", "% peak", "× eager", "× compiled"):
-        t.add_column(col, justify="right" if col in ("ms (p20–p80)", "throughput", "% peak", "× eager", "× compiled") else "left")
-    for r in doc["results"]:
-        check = r["status"] if r["error"] is None else f"{r['status']} ({r['error']:.1e} ≤ {r['tol']:.0e})" \
-            if r["status"] == "ok" else f"{r['status']} ({r['error']:.1e} > {r['tol']:.0e})"
-        first = True
-        for impl, m in r["impls"].items():
-            kernel_row = impl == "kernel"
-            t.add_row(r["kernel"] if first else "", r["shape"] if first else "", check if first else "", impl,
-                      f"{m['ms']:.3f} ({m['p20']:.3f}–{m['p80']:.3f})", f"{m['rate']:.1f} {r['unit']}",
-                      f"{m['pct_peak']:.0f} %" if m["pct_peak"] is not None else "–",
-                      f"{r['speedup_vs_eager']:.2f}×" if kernel_row and "speedup_vs_eager" in r else "",
-                      f"{r['speedup_vs_compiled']:.2f}×" if kernel_row and "speedup_vs_compiled" in r else "")
-            first = False
-        if not r["impls"]:
-            t.add_row(r["kernel"], r["shape"], check, "", "", "", "", "", "")
-    console.print(t)
-    if comparison is not None:
-        c = Table(title="against the earlier results")
-        for col in ("kernel", "impl", "before ms", "now ms", "now / before"):
-            c.add_column(col)
-        for x in comparison:
-            c.add_row(x["kernel"], x["impl"], f"{x['old_ms']:.3f}", f"{x['new_ms']:.3f}",
-                      f"[red]{x['ratio']:.2f}[/]" if x["regressed"] else f"{x['ratio']:.2f}")
-        console.print(c if comparison else "no kernel/shape/impl in common with the earlier file")

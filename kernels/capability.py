@@ -1,10 +1,13 @@
-"""Which kernels this device may use: decided once at start-up, each after a tiny launch matched its
-reference. A kernel that fails to import, launch or match is replaced by the torch path, said once.
+"""Which kernels this device may use: decided once at start-up, each after a launch matched its reference
+within the kernel's own TOLERANCE. A kernel that fails to import, launch or match is replaced by the torch
+path, said once.
 
     kernels = select(device, mode="auto", say=print)   # → Kernels(xxt=…, softcap_ce=None, …)
 
 mode "auto": every kernel on CUDA (fp8_linear only on sm89+), none on CPU; "on": try every kernel on
 any device (on CPU the Triton ones need TRITON_INTERPRET=1: that is how tests run them); "off": none.
+`shapes` gives each kernel's check the shapes the caller will really use (keyword arguments of the
+module's `self_check`); without them each module's small default shape is checked.
 """
 from __future__ import annotations
 
@@ -12,6 +15,8 @@ import importlib
 from dataclasses import dataclass, fields
 
 import torch
+
+from kernels import NAMES
 
 MODES = ("auto", "on", "off")
 
@@ -27,50 +32,22 @@ class Kernels:
         return [f.name for f in fields(self) if getattr(self, f.name) is not None]
 
 
-def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    a, b = a.float(), b.float()
-    return ((a - b).norm() / b.norm().clamp_min(1e-12)).item()
+def rel_error(got: torch.Tensor, want: torch.Tensor) -> float:
+    """‖got − want‖ / ‖want‖ (Frobenius, in fp32): the measure every TOLERANCE is stated in."""
+    got, want = got.float(), want.float()
+    return ((got - want).norm() / want.norm().clamp_min(1e-12)).item()
 
 
-def _check_xxt(mod, device):
-    X = torch.randn(96, 160, device=device, dtype=torch.bfloat16)
-    A = mod.xxt_reference(X)
-    return max(_rel(mod.xxt(X), A), _rel(mod.xxt(A, 0.5, A, -1.0), mod.xxt_reference(A, 0.5, A, -1.0))), 2e-2
+def errors(mod, device, dtype=torch.bfloat16, **shape) -> dict[str, float]:
+    """Each output's relative error in the module's self-check."""
+    return {k: rel_error(got, want) for k, (got, want) in mod.self_check(device, dtype, **shape).items()}
 
 
-def _check_softcap_ce(mod, device):
-    x = (8 * torch.randn(24, 300, device=device)).to(torch.bfloat16).requires_grad_()
-    t = torch.randint(0, 300, (24,), device=device)
-    t[5] = mod.IGNORE_INDEX
-    loss = mod.softcap_ce(x, t, 15.0)
-    ref = mod.softcap_ce_reference(x, t, 15.0)
-    g, = torch.autograd.grad(loss, x)
-    gr, = torch.autograd.grad(ref, x)
-    return max(abs(loss.item() - ref.item()) / abs(ref.item()), _rel(g, gr)), 2e-2
-
-
-def _check_fp8_linear(mod, device):
-    x = torch.randn(64, 128, device=device, dtype=torch.bfloat16, requires_grad=True)
-    w = (0.1 * torch.randn(80, 128, device=device)).requires_grad_()
-    y, yr = mod.fp8_linear(x, w), mod.fp8_linear_reference(x, w)
-    g = torch.randn_like(yr)
-    dx, dw = torch.autograd.grad(y, (x, w), g)
-    dxr, dwr = torch.autograd.grad(yr, (x, w), g)
-    return max(_rel(y, yr), _rel(dx, dxr), _rel(dw, dwr)), 0.15
-
-
-def _check_relu2_linear(mod, device):
-    x = torch.randn(70, 96, device=device, dtype=torch.bfloat16, requires_grad=True)
-    w = (0.1 * torch.randn(160, 96, device=device)).to(torch.bfloat16).requires_grad_()
-    y, yr = mod.relu2_linear(x, w), mod.relu2_linear_reference(x, w)
-    g = torch.randn_like(yr)
-    dx, dw = torch.autograd.grad(y, (x, w), g)
-    dxr, dwr = torch.autograd.grad(yr, (x, w), g)
-    return max(_rel(y, yr), _rel(dx, dxr), _rel(dw, dwr)), 2e-2
-
-
-CHECKS = {"xxt": _check_xxt, "softcap_ce": _check_softcap_ce, "fp8_linear": _check_fp8_linear,
-          "relu2_linear": _check_relu2_linear}
+def worst(mod, errs: dict[str, float], dtype=torch.bfloat16) -> tuple[str, float, float]:
+    """(output, error, tolerance) of the output closest to (or furthest past) its tolerance."""
+    tol = mod.TOLERANCE[dtype]
+    k = max(errs, key=lambda k: errs[k] / tol[k])
+    return k, errs[k], tol[k]
 
 
 def _wanted(name: str, device: torch.device, mode: str) -> str | None:
@@ -86,31 +63,34 @@ def _wanted(name: str, device: torch.device, mode: str) -> str | None:
     return None
 
 
-def select(device: torch.device, mode: str = "auto", say=print) -> Kernels:
+def select(device: torch.device, mode: str = "auto", say=print, shapes: dict | None = None) -> Kernels:
     if mode not in MODES:
         raise ValueError(f"kernels: mode must be one of {', '.join(MODES)}, got {mode!r}")
-    skipped = {name: _wanted(name, device, mode) for name in CHECKS}
+    skipped = {name: _wanted(name, device, mode) for name in NAMES}
     if len(set(skipped.values())) == 1 and None not in skipped.values():  # one reason for all: one line
-        say(f"kernels: none ({skipped['xxt']}) → torch reference for {', '.join(CHECKS)}")
+        say(f"kernels: none ({skipped['xxt']}) → torch reference for {', '.join(NAMES)}")
         return Kernels()
     chosen = {}
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(0)
-        for name, check in CHECKS.items():
+        for name in NAMES:
             why = skipped[name]
             if why is not None:
                 say(f"kernels: {name} off ({why}) → torch reference")
                 continue
+            shape = (shapes or {}).get(name, {})
+            at = " at " + "×".join(f"{k}={v}" for k, v in shape.items()) if shape else ""
             try:
                 mod = importlib.import_module(f"kernels.{name}")
-                err, tol = check(mod, device)
+                out, err, tol = worst(mod, errors(mod, device, **shape))
             except Exception as e:  # no Triton, no FP8 on this device, a compile error: the torch path
-                say(f"kernels: {name} failed its start-up launch ({type(e).__name__}: {str(e).splitlines()[0][:160]})"
-                    " → torch reference")
+                say(f"kernels: {name} failed its start-up launch{at} ({type(e).__name__}: "
+                    f"{str(e).splitlines()[0][:160] if str(e) else ''}) → torch reference")
                 continue
             if not err <= tol:
-                say(f"kernels: {name} differs from its reference (relative error {err:.2e} > {tol:.0e}) → torch reference")
+                say(f"kernels: {name} differs from its reference{at} ({out}: relative error {err:.2e} > {tol:.0e}) "
+                    "→ torch reference")
                 continue
-            say(f"kernels: {name} on (start-up launch matched its reference: relative error {err:.1e})")
+            say(f"kernels: {name} on (start-up launch{at} matched its reference: relative error {err:.1e} ≤ {tol:.0e})")
             chosen[name] = getattr(mod, name)
     return Kernels(**chosen)

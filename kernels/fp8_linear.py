@@ -12,9 +12,9 @@ It is a `torch.library` custom op pair (`speedrun::fp8_mm_fwd` / `_bwd`) with an
 and fake implementations, so `torch.compile(fullgraph=True)` traces it. `_scaled_mm` runs on CUDA
 sm89+ and on CPU (which is how CI checks the op); the trainer uses it only on sm89+ CUDA devices.
 
-Tolerances against `fp8_linear_reference` (the bf16 matmul), as relative Frobenius error:
-forward ≤ 0.08 (e4m3 keeps 3 mantissa bits: ≤ 6.25 % per element, averaging out over K);
-dx and dW ≤ 0.15 (e5m2 keeps 2).
+Tolerances against `fp8_linear_reference` (the bf16 matmul), as relative error (`TOLERANCE`
+below), whatever the input dtype: forward 0.08 (e4m3 keeps 3 mantissa bits: ≤ 6.25 % per element,
+averaging out over K); dx and dW 0.15 (e5m2 keeps 2).
 """
 from __future__ import annotations
 
@@ -87,3 +87,23 @@ def fp8_linear(x: Tensor, w: Tensor) -> Tensor:
         raise ValueError(f"fp8_linear: x (..., K) and w (N, K) with K, N multiples of 16; got {tuple(x.shape)}, {tuple(w.shape)}")
     y = fp8_mm_fwd(x.reshape(-1, x.shape[-1]).contiguous(), w)[0]
     return y.view(*x.shape[:-1], w.shape[0])
+
+
+# ---- what it is held to -------------------------------------------------------------------------------
+# TOLERANCE: per input dtype, the largest relative error ‖kernel − reference‖ / ‖reference‖ (Frobenius) of
+# each output. `self_check` returns each output beside the reference's on random inputs of a given shape.
+# The start-up check (kernels/capability.py), `speedrun bench` and the tests all hold the kernel to these.
+
+_FP8 = {"y": 0.08, "dx": 0.15, "dw": 0.15}
+TOLERANCE = {torch.bfloat16: _FP8, torch.float32: _FP8}
+
+
+def self_check(device, dtype=torch.bfloat16, M: int = 64, K: int = 128, N: int = 80) -> dict[str, tuple[Tensor, Tensor]]:
+    """y = x wᵀ and both gradients for x (M, K) in `dtype`, fp32 master weights w (N, K)."""
+    x = torch.randn(M, K, device=device, dtype=dtype, requires_grad=True)
+    w = (K ** -0.5 * torch.randn(N, K, device=device)).requires_grad_()
+    y, yr = fp8_linear(x, w), fp8_linear_reference(x, w)
+    g = torch.randn_like(yr)
+    dx, dw = torch.autograd.grad(y, (x, w), g)
+    dxr, dwr = torch.autograd.grad(yr, (x, w), g)
+    return {"y": (y, yr), "dx": (dx, dxr), "dw": (dw, dwr)}

@@ -13,9 +13,8 @@ are strides, so dpreᵀ is read in place).
 Layout: x (..., K), W (N, K) in x's dtype (the caller casts fp32 master weights, as `F.linear` does).
 Accumulation in fp32.
 
-Tolerances against `relu2_linear_reference` (max abs error relative to the reference's max abs):
-fp32: 1e-4 (the interpreter and IEEE fp32 dots); bf16: 2e-2 (the outputs' own rounding, 2⁻⁸,
-on values squared).
+Tolerances against `relu2_linear_reference`, as relative error (`TOLERANCE` below): fp32 1e-4 (the
+interpreter and IEEE fp32 dots); bf16 2e-2 (the outputs' own rounding, 2⁻⁸, on values squared).
 """
 from __future__ import annotations
 
@@ -152,3 +151,22 @@ def relu2_linear(x: Tensor, w: Tensor) -> Tensor:
                          f"{tuple(w.shape)} {w.dtype}")
     y, _ = relu2_linear_fwd(x.reshape(-1, x.shape[-1]).contiguous(), w.contiguous())
     return y.view(*x.shape[:-1], w.shape[0])
+
+
+# ---- what it is held to -------------------------------------------------------------------------------
+# TOLERANCE: per input dtype, the largest relative error ‖kernel − reference‖ / ‖reference‖ (Frobenius) of
+# each output. `self_check` returns each output beside the reference's on random inputs of a given shape.
+# The start-up check (kernels/capability.py), `speedrun bench` and the tests all hold the kernel to these.
+
+TOLERANCE = {torch.bfloat16: {"y": 2e-2, "dx": 2e-2, "dw": 2e-2}, torch.float32: {"y": 1e-4, "dx": 1e-4, "dw": 1e-4}}
+
+
+def self_check(device, dtype=torch.bfloat16, M: int = 70, K: int = 96, N: int = 160) -> dict[str, tuple[Tensor, Tensor]]:
+    """relu(x wᵀ)² and both gradients for x (M, K), w (N, K), both in `dtype`."""
+    x = torch.randn(M, K, device=device, dtype=dtype, requires_grad=True)
+    w = (K ** -0.5 * torch.randn(N, K, device=device)).to(dtype).requires_grad_()
+    y, yr = relu2_linear(x, w), relu2_linear_reference(x, w)
+    g = torch.randn_like(yr)
+    dx, dw = torch.autograd.grad(y, (x, w), g)
+    dxr, dwr = torch.autograd.grad(yr, (x, w), g)
+    return {"y": (y, yr), "dx": (dx, dxr), "dw": (dw, dwr)}

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import attempt, cli, ledger, run
+from harness import attempt, cli, launch, ledger
 from harness.errors import InputError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -118,7 +118,7 @@ def test_three_runs_end_to_end(smoke):
         assert (folder / r["console"]).is_file()
     v = m["verdict"]
     assert v["record"] is False and v["verify"]["ok"] is False and len(v["verify"]["runs"]) == 3
-    assert any("smoke attempt" in r for r in v["reasons"]) and any(r.startswith("target not met") for r in v["reasons"])
+    assert {"smoke", "target"} <= {r["check"] for r in v["reasons"]}
     assert m["recorded"]["recorded"] is False and "not a record" in m["recorded"]["reason"]  # --record needs a record
     assert records_state(root) == before
     assert "candidate s2" in p.stderr and "NOT A RECORD" not in p.stdout  # progress on stderr, JSON on stdout
@@ -203,7 +203,7 @@ def test_a_dying_rank_fails_its_run_and_the_attempt_goes_on(tmp_path, track_corp
     assert "rank 1 failed first" in first["message"] and "SIGKILL" in first["message"]
     assert "rank 1 failed first" in p.stderr and "Root Cause" in p.stderr
     assert second["outcome"] == "ok" and (Path(m["dir"]) / second["log"]).is_file()
-    assert "1 of 2 candidate run(s) did not finish (seed 0 failed)" in m["verdict"]["reasons"]
+    assert {"check": "unfinished", "detail": "1 of 2 candidate run(s) did not finish (seed 0 failed)"} in m["verdict"]["reasons"]
     assert records_state(root) == before and survivors(str(root)) == []
 
 
@@ -295,12 +295,12 @@ def test_a_full_disk_fails_the_run_not_the_bookkeeping(tmp_path, track_corpus):
 def test_multinode_launch_uses_the_rendezvous():
     """--nnodes > 1 joins torchrun's c10d rendezvous (endpoint, id, node rank) instead of --standalone,
     and without an endpoint it is bad input."""
-    cmd = run.Launch(nproc=8, nnodes=2, node_rank=1, rdzv_endpoint="n0:29500", rdzv_id="job-3").argv("t.py")
+    cmd = launch.Launch(nproc=8, nnodes=2, node_rank=1, rdzv_endpoint="n0:29500", rdzv_id="job-3").argv("t.py")
     assert "--standalone" not in cmd and cmd[-1] == "t.py"
     assert {"--nnodes=2", "--node-rank=1", "--rdzv-endpoint=n0:29500", "--rdzv-id=job-3", "--rdzv-backend=c10d",
             "--nproc_per_node=8"} <= set(cmd)
     with pytest.raises(InputError, match="--rdzv-endpoint"):
-        run.Launch(nproc=8, nnodes=2).argv("t.py")
+        launch.Launch(nproc=8, nnodes=2).argv("t.py")
 
 
 def test_root_cause_names_the_rank_torchrun_saw_fail_first():
@@ -316,13 +316,14 @@ def test_main_job_attempts_the_track_this_machine_can_run(monkeypatch):
     """`./run.sh`: on 8 GPUs, FineWeb is fetched when missing and gpt2-small is attempted; without GPUs,
     the tiny-cpu attempt."""
     calls = []
-    monkeypatch.setattr(run, "fetch_fineweb_if_missing", lambda track: calls.append(("fetch", track["name"])))
-    monkeypatch.setattr(attempt, "run_attempt", lambda o: calls.append(("attempt", o.track, o.runs)) or 0)
-    monkeypatch.setattr(run, "gpu_count", lambda: 8)
-    assert run.main_job() == 0
-    monkeypatch.setattr(run, "gpu_count", lambda: 0)
-    assert run.main_job() == 0
-    assert calls == [("fetch", "gpt2-small"), ("attempt", "gpt2-small", None), ("attempt", "tiny-cpu", run.CPU_RUNS)]
+    monkeypatch.setattr(attempt, "fetch_fineweb_if_missing", lambda track: calls.append(("fetch", track["name"])))
+    monkeypatch.setattr(attempt, "run_attempt", lambda o, console: calls.append(("attempt", o.track, o.runs)) or (0, {}))
+    monkeypatch.setattr(attempt, "render", lambda m, console: None)
+    monkeypatch.setattr(launch, "gpu_count", lambda: 8)
+    assert attempt.main_job() == 0
+    monkeypatch.setattr(launch, "gpu_count", lambda: 0)
+    assert attempt.main_job() == 0
+    assert calls == [("fetch", "gpt2-small"), ("attempt", "gpt2-small", None), ("attempt", "tiny-cpu", attempt.CPU_RUNS)]
 
 
 def test_bad_baseline_is_bad_input(tmp_path, monkeypatch, capsys):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import cli, run
+from harness import cli, launch, run
 from harness.track import load_track
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,23 +36,22 @@ def result(**over):
     return r
 
 
-@pytest.mark.parametrize("over,code", [({}, 0), ({"val_loss": 1.3}, 1), ({"steps": 10}, 1)])
-def test_verdict_uses_the_track_target(over, code, capsys):
+@pytest.mark.parametrize("over,met", [({}, True), ({"val_loss": 1.3}, False), ({"steps": 10}, False)])
+def test_verdict_uses_the_track_target(over, met):
     """Met = the run completed all its steps and its final val loss is ≤ the track's `target`."""
     track = load_track("tiny-cpu")
     assert result()["val_loss"] <= track["target"] < 1.3
-    assert run.report(track, result(**over), {"floor": {"val_loss": 1.1}}, None, True, None) == code
-    verdict = json.loads(capsys.readouterr().out)["verdict"]
-    assert verdict["target"] == track["target"] and verdict["met_target"] == (code == 0) and verdict["floor"] == 1.1
+    verdict = run.judge(track, result(**over), {"floor": {"val_loss": 1.1}})["verdict"]
+    assert verdict["target"] == track["target"] and verdict["met_target"] == met and verdict["floor"] == 1.1
 
 
 def test_trainer_command_uses_torchrun_for_several_ranks():
     """More than one process goes through torch.distributed.run --standalone; one process runs plainly."""
     track = load_track("tiny-cpu")
     kw = dict(seed=3, data_dir=Path("d"), run_id="x", log_dir=Path("l"))
-    two = run.trainer_command(track, nproc=2, **kw)
+    two = launch.trainer_command(track, nproc=2, **kw)
     assert two[1:4] == ["-m", "torch.distributed.run", "--standalone"] and "--nproc_per_node=2" in two
-    one = run.trainer_command(track, nproc=1, max_steps=5, **kw)
+    one = launch.trainer_command(track, nproc=1, max_steps=5, **kw)
     assert one[1].endswith("train_gpt.py") and one[-3:] == ["--max-steps", "5", "--no-compile"] and "--seed" in one
 
 

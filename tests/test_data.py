@@ -10,7 +10,7 @@ import struct
 import numpy as np
 import pytest
 
-from harness import cli, data
+from harness import cli, data, files
 from harness.errors import InputError
 from harness.track import load_track
 
@@ -119,7 +119,7 @@ def test_write_shard_rejects_out_of_range_and_is_atomic(tmp_path, monkeypatch):
     def boom(fd):
         raise OSError("disk gone")
 
-    monkeypatch.setattr(data.os, "fsync", boom)
+    monkeypatch.setattr(files.os, "fsync", boom)
     with pytest.raises(OSError):
         data.write_shard(tmp_path / "synthetic_x.bin", [1, 2, 3])
     assert os.listdir(tmp_path) == []

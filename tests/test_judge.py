@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from harness import attempt
+from harness import attempt, verify
 from harness.track import load_track
 
 TRACK = load_track("tiny-cpu")
@@ -25,35 +25,37 @@ def manifest(tmp_path, runs, seeds=None, status="done", baseline=None):
 
 
 def reasons(m, **kw):
+    """The verdict's reasons, by check name (every name one `attempt.REASONS` or a verify check knows)."""
     out = attempt.judge(m, TRACK, **kw)
     assert out["record"] == (not out["reasons"])
-    return out["reasons"]
+    assert all(r["check"] in attempt.REASONS + verify.CHECKS for r in out["reasons"])
+    return {r["check"]: r["detail"] for r in out["reasons"]}
 
 
 def test_no_candidate(tmp_path):
-    assert any("no candidate run" in r for r in reasons(manifest(tmp_path, [], seeds=[])))
+    assert "no-candidate" in reasons(manifest(tmp_path, [], seeds=[]))
 
 
 def test_unfinished_runs_are_named_with_their_outcome(tmp_path):
     rs = reasons(manifest(tmp_path, [run(0, outcome="nan"), run(1, outcome="timeout"), run(2, log=None)]))
-    unfinished = next(r for r in rs if "did not finish" in r)
+    unfinished = rs["unfinished"]
     assert unfinished.startswith("2 of 3") and "seed 0 nan" in unfinished and "seed 1 timeout" in unfinished
 
 
 def test_planned_runs_that_never_started(tmp_path):
     rs = reasons(manifest(tmp_path, [run(0, outcome="crashed")], seeds=[0, 1, 2], status="interrupted"))
-    assert any("2 of 3 planned candidate run(s) never started" in r for r in rs)
-    assert any("the attempt is interrupted" in r for r in rs)
+    assert rs["never-started"].startswith("2 of 3 planned")
+    assert "interrupted" in rs["attempt-status"]
 
 
 def test_finished_runs_without_logs_anywhere(tmp_path):
     rs = reasons(manifest(tmp_path, [run(0), run(1)]))
-    assert any("no candidate log on this node" in r for r in rs)
+    assert "no-log-here" in rs
 
 
 def test_smoke_attempt_is_never_a_record(tmp_path):
     rs = reasons(manifest(tmp_path, [run(0)]), max_steps=6)
-    assert any("--max-steps 6" in r for r in rs)
+    assert "--max-steps 6" in rs["smoke"]
 
 
 def test_speedup_from_seed_pairs(tmp_path):
@@ -68,18 +70,18 @@ def test_speedup_from_seed_pairs(tmp_path):
     assert 1 < s["ci95"][0] < s["speedup"] < s["ci95"][1]
     lo, hi = s["time_difference_ms_ci95"]
     assert lo < (100_250 - 302_500) < hi < 0  # candidate minus baseline mean, ms
-    assert not any("baseline" in r for r in out["reasons"])
+    assert not {"no-pairs", "slower", "one-pair", "not-faster"} & {r["check"] for r in out["reasons"]}
 
 
 def test_slower_and_inconclusive_speedups_are_reasons(tmp_path):
     slower = [run(0, "baseline", ms=100.0), run(0, ms=120.0), run(1, "baseline", ms=100.0), run(1, ms=125.0)]
-    assert any(r.startswith("slower than baseline") for r in reasons(manifest(tmp_path, slower, baseline="t/0001")))
+    assert "slower" in reasons(manifest(tmp_path, slower, baseline="t/0001"))
     noisy = [run(0, "baseline", ms=100.0), run(0, ms=50.0), run(1, "baseline", ms=100.0), run(1, ms=140.0)]
-    assert any(r.startswith("not faster than baseline") for r in reasons(manifest(tmp_path, noisy, baseline="t/0001")))
+    assert "not-faster" in reasons(manifest(tmp_path, noisy, baseline="t/0001"))
     one = [run(0, "baseline", ms=100.0), run(0, ms=50.0)]
-    assert any("one A/B pair" in r for r in reasons(manifest(tmp_path, one, baseline="t/0001")))
+    assert "one-pair" in reasons(manifest(tmp_path, one, baseline="t/0001"))
 
 
 def test_baseline_without_pairs(tmp_path):
     runs = [run(0, "baseline", outcome="killed", ms=None), run(0, ms=50.0)]
-    assert any("no seed with both runs finished" in r for r in reasons(manifest(tmp_path, runs, baseline="t/0001")))
+    assert "no-pairs" in reasons(manifest(tmp_path, runs, baseline="t/0001"))

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 import logmaker
+from harness.files import sha256_bytes
 from harness import cli, ledger
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,7 +44,7 @@ def snapshot(path: Path) -> dict:
 
 def add_three(root, tmp_path):
     logs = make_logs(tmp_path / "in")
-    return [ledger.add(logs, "tiny-cpu", f"Record {k}", root=root, regenerate=False) for k in range(3)]
+    return [ledger.add(logs, "tiny-cpu", f"Record {k}", root=root) for k in range(3)]
 
 
 def test_record_add_stores_everything_and_chains(root, tmp_path, capsys):
@@ -68,7 +69,7 @@ def test_record_add_stores_everything_and_chains(root, tmp_path, capsys):
     assert rec.code_sha256 == rec.files["train_gpt.py"]
     [line] = ledger.read_lines(root)
     assert line["prev"] == ledger.GENESIS and line["hash"] == ledger.line_hash(line)
-    assert line["record_sha256"] == ledger.sha256_bytes((folder / "record.json").read_bytes())
+    assert line["record_sha256"] == sha256_bytes((folder / "record.json").read_bytes())
     assert "Baseline: Muon!" in (root / "leaderboard.md").read_text()
     readme = (folder / "README.md").read_text()
     assert "Muon replaces AdamW" in readme and "| logs/run2.txt | provenance | ok |" in readme
@@ -81,10 +82,10 @@ def test_second_record_numbers_and_parents(root, tmp_path):
     """Numbers count up within the track; the parent defaults to the latest official record, and an
     unofficial record is never a default parent."""
     logs = make_logs(tmp_path / "in")
-    a = ledger.add(logs, "tiny-cpu", "one", root=root, regenerate=False).record
+    a = ledger.add(logs, "tiny-cpu", "one", root=root).record
     bad = make_logs(tmp_path / "bad", final=1.3)
-    b = ledger.add(bad, "tiny-cpu", "two", unofficial=True, root=root, regenerate=False).record
-    c = ledger.add(logs, "tiny-cpu", "three", root=root, regenerate=False).record
+    b = ledger.add(bad, "tiny-cpu", "two", allow_failing=True, root=root).record
+    c = ledger.add(logs, "tiny-cpu", "three", root=root).record
     assert [a.id, b.id, c.id] == ["tiny-cpu/0001_one", "tiny-cpu/0002_two", "tiny-cpu/0003_three"]
     assert (b.official, b.parent, c.parent) == (False, a.id, a.id)
     assert ledger.check(root).ok
@@ -125,7 +126,7 @@ def test_embedded_paths_cannot_escape_the_record(root, tmp_path):
     kernels = {"../evil.py": "x = 1\n", "/tmp/abs.py": "y = 2\n", "README.md": "z\n", "kernels/ok.py": "w = 3\n"}
     logs = make_logs(tmp_path / "in", kernels=kernels)
     outside = snapshot(tmp_path)
-    added = ledger.add(logs, "tiny-cpu", "paths", root=root, regenerate=False)
+    added = ledger.add(logs, "tiny-cpu", "paths", root=root)
     folder = root / "records" / added.record.id
     assert sorted(added.record.files) == ["README.md", "kernels/ok.py", "logs/run0.txt", "logs/run1.txt",
                                           "logs/run2.txt", "train_gpt.py"]
@@ -141,7 +142,7 @@ def test_embedded_paths_cannot_escape_the_record(root, tmp_path):
 ])
 def test_validate_names_the_bad_field(root, tmp_path, bad, field):
     """Reading a record.json that breaks the schema raises an InputError naming the field."""
-    rec = ledger.add(make_logs(tmp_path / "in"), "tiny-cpu", "v", root=root, regenerate=False).record
+    rec = ledger.add(make_logs(tmp_path / "in"), "tiny-cpu", "v", root=root).record
     d = {**rec.to_json(), **bad}
     with pytest.raises(ledger.RecordError, match=repr(field)):
         ledger.validate(d)
@@ -219,7 +220,7 @@ def test_crash_mid_write_leaves_ledger_whole(root, tmp_path, point):
     """A `record add` SIGKILLed mid-write leaves the ledger byte-identical (or, past the replace, fully
     appended) and no record folder the ledger does not list; the next `record add` cleans up or completes."""
     logs = make_logs(tmp_path / "in", n=2)
-    ledger.add(logs, "tiny-cpu", "first", root=root, regenerate=False)
+    ledger.add(logs, "tiny-cpu", "first", root=root)
     before = (root / "records/ledger.jsonl").read_bytes()
     p = _cli(root, "record", "add", *logs, "--track", "tiny-cpu", "--title", "crash", crash=point)
     p.communicate(timeout=120)
@@ -232,7 +233,7 @@ def test_crash_mid_write_leaves_ledger_whole(root, tmp_path, point):
         assert "crashed" in ledger.check(root).broken["problem"]
     else:
         assert after == before and ledger.check(root).ok
-    ledger.add(logs, "tiny-cpu", "next", root=root, regenerate=False)
+    ledger.add(logs, "tiny-cpu", "next", root=root)
     rep = ledger.check(root)
     assert rep.ok, rep.broken
     assert not list((root / "records").glob("*/.staging-*"))

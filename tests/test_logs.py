@@ -9,6 +9,7 @@ import pytest
 
 import logmaker
 from harness import cli, logs
+from harness.files import sha256_text
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).resolve().parents[2] / "shared/fixtures/modded_nanogpt_logs"
@@ -41,7 +42,7 @@ def test_fixture_parses_to_its_index_values(row):
         assert p.sources == {} and p.env.gpus is None and p.env.torch is None
     else:
         assert p.env.gpus.count == 8 and "H100" in p.env.gpus.model and p.env.torch
-        assert p.code_sha256 == logs.sha256(p.sources["train_gpt.py"]) and "import" in p.sources["train_gpt.py"]
+        assert p.code_sha256 == sha256_text(p.sources["train_gpt.py"]) and "import" in p.sources["train_gpt.py"]
 
 
 def test_fixture_details():

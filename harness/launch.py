@@ -1,0 +1,145 @@
+"""The trainer as a child process: the command that starts it (one process, torchrun on one node, or a
+multi-node rendezvous), its environment, the data it needs, and `Watch`, which reads its output as it
+streams (the step lines, the RESULT line, the `diverged:` line). Shared by `speedrun run` and `attempt`.
+
+The harness never imports the trainer (or torch): it runs the script in a child process and takes the
+facts from the log's last line, `RESULT {json}`.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness import logs
+from harness.errors import InputError
+from harness.track import data_dir, repo_root
+
+DIVERGED = "diverged:"  # the trainer's line (exit code 3) when the loss went nan, inf or too high
+
+
+@dataclass(frozen=True)
+class Launch:
+    """How the trainer's processes start: one plain process, torchrun on one node (--standalone), or
+    torchrun joining a multi-node rendezvous (every node runs the same command)."""
+    nproc: int = 1
+    nnodes: int = 1
+    node_rank: int | None = None
+    rdzv_endpoint: str | None = None
+    rdzv_id: str | None = None
+    rdzv_backend: str = "c10d"
+    rank_logs: Path | None = None  # torchrun --log-dir … --tee 3: each rank's output kept, its lines tagged
+
+    @property
+    def torchrun(self) -> bool:
+        return self.nproc > 1 or self.nnodes > 1
+
+    def argv(self, script: str) -> list[str]:
+        if not self.torchrun:
+            return [sys.executable, script]
+        # `python -m torch.distributed.run` is torchrun, without relying on PATH
+        cmd = [sys.executable, "-m", "torch.distributed.run"]
+        if self.nnodes > 1:
+            if not self.rdzv_endpoint:
+                raise InputError(f"--nnodes {self.nnodes} needs --rdzv-endpoint HOST:PORT (the first node's address)")
+            cmd += [f"--nnodes={self.nnodes}", f"--rdzv-backend={self.rdzv_backend}",
+                    f"--rdzv-endpoint={self.rdzv_endpoint}", f"--rdzv-id={self.rdzv_id or 'speedrun'}"]
+            if self.node_rank is not None:
+                cmd.append(f"--node-rank={self.node_rank}")
+        else:
+            cmd.append("--standalone")
+        cmd.append(f"--nproc_per_node={self.nproc}")
+        if self.rank_logs is not None:
+            cmd += [f"--log-dir={self.rank_logs}", "--tee=3"]
+        return cmd + [script]
+
+
+def trainer_command(track: dict, *, seed: int, data_dir: Path, run_id: str, log_dir: Path, nproc: int = 1,
+                    max_steps: int | None = None, script: str | Path | None = None,
+                    launch: Launch | None = None) -> list[str]:
+    script = str(script or repo_root() / "train_gpt.py")
+    cmd = (launch or Launch(nproc=nproc)).argv(script)
+    cmd += ["--preset", track["preset"], "--data-dir", str(data_dir), "--seed", str(seed),
+            "--run-id", run_id, "--log-dir", str(log_dir)]
+    # a smoke run cannot be a record, so it skips the (untimed, but slow on CPU) compilation
+    return cmd + (["--max-steps", str(max_steps), "--no-compile"] if max_steps else [])
+
+
+def trainer_env(track: dict, **extra: str) -> dict:
+    env = dict(os.environ, PYTHONUNBUFFERED="1", **extra)
+    if track["hardware"]["accelerator"] == "cpu":
+        env["CUDA_VISIBLE_DEVICES"] = ""  # a CPU track is timed on the CPU even where a GPU exists
+    return env
+
+
+def prepare_data(track: dict, override: str | None) -> tuple[Path, dict | None]:
+    """The shards folder, generated first when the track's corpus is synthetic and missing."""
+    d = data_dir(track, override)
+    if track["data"]["source"] == "synthetic":
+        from harness import data  # numpy, lazily
+
+        return d, data.ensure_synthetic(track, out=str(d))
+    if not any(d.glob(track["data"].get("val_pattern", "*val*.bin"))):
+        raise InputError(f"no validation shards in {d}: download them with `speedrun data fineweb --dir {d}`")
+    return d, None
+
+
+class Watch:
+    """The facts a trainer's output gives as it streams: step of total, the latest val loss, train_time,
+    step_avg, the RESULT, the `diverged:` line. `feed` returns what the line was. Step lines are read by
+    the log parser's own reader (`logs.read_step`), so the live view and `speedrun parse` agree."""
+
+    def __init__(self, max_steps: int | None = None):
+        self.max_steps = max_steps
+        self.step, self.total = 0, None
+        self.val_loss = self.step_avg_ms = self.time_ms = None
+        self.result: dict = {}
+        self.diverged: str | None = None
+
+    def feed(self, line: str) -> str:
+        if line.startswith("step:"):
+            p = logs.read_step(line)
+            if p is None:
+                return "other"
+            step, total, loss, self.time_ms, avg, is_val = p
+            self.step, self.step_avg_ms = step, avg
+            if total is not None:
+                self.total = min(total, self.max_steps) if self.max_steps else total
+            if not is_val:
+                return "step"
+            self.val_loss = loss
+            return "val"
+        if line.startswith("RESULT "):
+            try:
+                self.result = json.loads(line[len("RESULT "):])
+            except ValueError:
+                return "other"
+            return "result"
+        if line.startswith(DIVERGED):
+            self.diverged = line
+            return "diverged"
+        return "other"
+
+    @property
+    def eta_s(self) -> float | None:
+        """Training time left at the current step_avg (validation passes not counted)."""
+        if self.total is None or self.step_avg_ms is None:
+            return None
+        return max(self.total - self.step, 0) * self.step_avg_ms / 1000
+
+
+def gpu_count() -> int:
+    """GPUs visible to nvidia-smi, without importing torch (0 where there is no driver)."""
+    if not shutil.which("nvidia-smi"):
+        return 0
+    try:
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return 0
+    return sum(1 for line in out.splitlines() if line.startswith("GPU "))
+
+

@@ -66,3 +66,51 @@ def test_speedrun_run_end_to_end(corpus, capsys):
     r = out["result"]
     assert r["steps"] == 2 and r["track"] == "tiny-cpu" and Path(r["log"]).is_file()
     Path(r["log"]).unlink()
+
+
+def _project(tmp_path, name="second"):
+    """A second project: its own records/ with the tiny-cpu track and no ledger."""
+    import shutil
+
+    d = tmp_path / name
+    (d / "records" / "tiny-cpu").mkdir(parents=True)
+    shutil.copy(ROOT / "records" / "tiny-cpu" / "track.toml", d / "records" / "tiny-cpu" / "track.toml")
+    return d
+
+
+def test_root_is_found_from_the_working_directory(tmp_path):
+    """Run from inside a second checkout (any depth), `speedrun` reads and writes that checkout's records,
+    not the installed package's, and `--help` says which root it uses; $SPEEDRUN_ROOT still wins."""
+    other = _project(tmp_path)
+    (other / "deep" / "er").mkdir(parents=True)
+    env = {k: v for k, v in __import__("os").environ.items() if k != "SPEEDRUN_ROOT"}
+    run_ = lambda *argv, cwd, **kw: subprocess.run([sys.executable, "-m", "harness.cli", *argv], cwd=cwd, env={**env, **kw},
+                                                   capture_output=True, text=True, timeout=120)
+    p = run_("--help", cwd=other / "deep" / "er")
+    assert p.returncode == 0 and f"records: {other / 'records'} (from the working directory" in " ".join(p.stdout.split())
+    p = run_("leaderboard", "--no-plot", "--json", cwd=other / "deep")
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout)["file"] == str(other / "leaderboard.md") and (other / "leaderboard.md").is_file()
+    third = _project(tmp_path, "third")
+    p = run_("--help", cwd=other, SPEEDRUN_ROOT=str(third))
+    assert f"records: {third / 'records'} (from $SPEEDRUN_ROOT" in " ".join(p.stdout.split())
+
+
+def test_track_keys_mean_something(tmp_path, monkeypatch, capsys):
+    """A track.toml key the code does not know, a wrong type or an unknown significance test is bad input
+    naming the file and the key, before anything runs."""
+    import re
+
+    d = _project(tmp_path)
+    monkeypatch.setenv("SPEEDRUN_ROOT", str(d))
+    toml = d / "records" / "tiny-cpu" / "track.toml"
+    text = toml.read_text()
+    for edit, says in [(text.replace("[significance]", "[timing]\ntimed = 'steps'\n\n[significance]"), "unknown key 'timing'"),
+                       (text.replace('test = "t-test"', 'test = "one-sided one-sample t-test"'), "significance.test"),
+                       (re.sub(r"alpha = 0.01", "alpha = 'small'", text), "significance.alpha has type str")]:
+        toml.write_text(edit)
+        assert cli.main(["verify", "nope.txt", "--track", "tiny-cpu"]) == 2
+        err = capsys.readouterr().err
+        assert str(toml) in err and says in err, err
+    toml.write_text(text)
+    assert load_track("tiny-cpu")["significance"]["test"] == "t-test"

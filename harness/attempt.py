@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -131,7 +132,7 @@ def snapshot_baseline(rec, dest: Path) -> Path:
     from harness import ledger
 
     src = repo_root() / "records" / rec.folder
-    files = [p for p in rec.files if not p.startswith("logs/") and p not in ledger.RESERVED]
+    files = [p for p in rec.files if not p.startswith(("logs/", "evidence/")) and p not in ledger.RESERVED]
     for rel in files:
         data = (src / rel).read_bytes() if (src / rel).is_file() else None
         if data is None or sha256_bytes(data) != rec.files[rel]:
@@ -238,8 +239,11 @@ def run_attempt(o: Options, console=None) -> tuple[int, dict]:
     adir.mkdir(parents=True)
     base = None
     if rec is not None:
-        base = {"record": rec.id, "script": str(snapshot_baseline(rec, adir / "baseline"))}
+        base = {"record": rec.id, "script": str(snapshot_baseline(rec, adir / "baseline")),
+                "launch": rec.launch or {"convention": "speedrun"}}
         base["script_sha256"] = sha256_file(Path(base["script"]))
+        if launcher.convention_of(base["launch"]) == "modded":
+            launcher.modded_workdir(Path(base["script"]), data_dir, base["launch"])
     plan = [(role, s) for s in seeds for role in (("baseline", "candidate") if base else ("candidate",))]
     manifest = Manifest(adir, {
         "schema": SCHEMA, "id": aid, "dir": str(adir), "track": track["name"], "track_version": track["version"],
@@ -307,13 +311,17 @@ def _run_all(o, track, plan, script, base, data_dir, nproc, manifest, console) -
                 if launch.torchrun:  # each rank's output in files, and tagged on the console
                     launch = replace(launch, rank_logs=adir / "ranks" / run_id)
                 run_script = Path(base["script"]) if role == "baseline" else script
+                conv = launcher.convention_of(base["launch"]) if role == "baseline" else "speedrun"
                 cmd = launcher.trainer_command(track, seed=seed, data_dir=data_dir, run_id=run_id, log_dir=adir,
-                                             max_steps=o.max_steps, script=run_script, launch=launch)
+                                               max_steps=o.max_steps, script=run_script, launch=launch, convention=conv)
+                public_logs = run_script.parent / base["launch"].get("logs", "logs") if conv == "modded" else None
+                before = {p.name for p in public_logs.glob("*.txt")} if public_logs and public_logs.is_dir() else set()
                 fault = o.fault if (o.fault and role == "candidate" and not any(r["role"] == "candidate" for r in runs)) else None
                 env = launcher.trainer_env(track, **({"SPEEDRUN_FAULT": fault} if fault else {}))
                 entry = {"index": k, "role": role, "seed": seed, "run_id": run_id, "outcome": "running",
                          "exit_code": None, "log": f"{run_id}.txt", "log_sha256": None,
                          "console": f"console/{run_id}.txt", "message": "", "started": _now(), "wall_s": None,
+                         "command": cmd,
                          "val_loss": None, "train_time_ms": None, "steps": None, "step_avg_ms": None}
                 if fault:
                     entry["fault"] = fault
@@ -330,6 +338,12 @@ def _run_all(o, track, plan, script, base, data_dir, nproc, manifest, console) -
 
                 done = proc.stream(cmd, env, on_line, cwd=run_script.parent, timeout=o.timeout,
                                      ranked=launch.torchrun, transcript=adir / entry["console"])
+                if conv == "modded":  # its log, under the attempt's name; its facts, from the log (no RESULT line)
+                    written = launcher.modded_log(run_script.parent, before, base["launch"])
+                    if written is not None:
+                        os.replace(written, adir / entry["log"])
+                        watch.result = launcher.result_from_log(adir / entry["log"]) if done.code == 0 else {}
+                    entry["seeded"] = False  # a public script picks its own seed: pairs are by order, not seed
                 outcome, message, show_rank = classify(done, watch, timeout=o.timeout, multinode=multinode)
                 r = watch.result if outcome == "ok" else {}  # a run that did not finish has no result
                 log = adir / entry["log"]
@@ -443,7 +457,10 @@ def judge(m: dict, track: dict, max_steps: int | None = None) -> dict:
     v = None
     if logs:
         try:
-            v = verify.verify_files(logs, track["name"], script=m["script"])
+            from harness import ledger
+
+            parent = ledger.parent_reference(track["name"], (m.get("baseline") or {}).get("record"))
+            v = verify.verify_files(logs, track["name"], script=m["script"], parent=parent)
         except InputError as e:
             reasons.append(_reason("unverifiable", f"the candidate logs could not be verified: {e}"))
     elif cands and not unfinished:
@@ -551,19 +568,27 @@ def record_attempt(folder: str | Path, title: str, *, contributors=(), allow_fai
     # anything short of every planned run, finished and logged, can only be unofficial
     incomplete = bool(unfinished or without or m.get("status") != "done" or len(cands) < len(m.get("seeds") or []))
     from harness import leaderboard
-    v, track, stored, notes = ledger.prepare(paths, m["track"])
+    parent = parent or (m.get("baseline") or {}).get("record")
+    date = date or _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d")
+    base_logs = [str(folder / r["log"]) for r in m["runs"] if r.get("role") == "baseline" and r.get("outcome") == "ok"
+                 and r.get("log") and (folder / r["log"]).is_file()]
+    evidence = [{"role": "baseline", "dir": "baseline", "paths": base_logs,
+                 "why": f"the interleaved A/B runs of {m['baseline']['record']}'s snapshot in this attempt"}] \
+        if base_logs else []
+    prepared = ledger.prepare(paths, m["track"], date=date, parent=parent, evidence=evidence)
+    if (m.get("verdict") or {}).get("speedup"):  # paired by seed in this attempt: better than the unpaired estimate
+        prepared.speedup = {**m["verdict"]["speedup"], "paired": True}
+    notes = prepared.notes
     notes.append(f"from attempt {m['id']}: {len(cands)} candidate run(s), "
                  + ", ".join(f"{n} {o}" for o in OUTCOMES if (n := sum(r['outcome'] == o for r in cands))))
     for r in without:
         notes.append(f"run {r['run_id']} (seed {r['seed']}, {r['outcome']}) left no log with a run in it: {r['message']}")
     source = {"attempt": m["id"], "manifest_sha256": sha256_file(folder / MANIFEST), "candidate_runs": len(cands),
               "unfinished": [r["run_id"] for r in unfinished]}
-    parent = parent or (m.get("baseline") or {}).get("record")
     try:
         added = ledger.add(paths, m["track"], title, contributors=list(contributors), parent=parent, date=date,
                            allow_failing=allow_failing, unofficial_reason="its attempt lost runs" if incomplete else None,
-                           readme=readme, source=source,
-                           prepared=(v, track, stored, notes))
+                           readme=readme, source=source, prepared=prepared, launch={"convention": "speedrun"})
     except ledger.Refused as e:
         return {"recorded": False, "reason": str(e), "verdict": finite(e.verdict.to_json())}
     leaderboard.write()

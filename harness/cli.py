@@ -82,6 +82,15 @@ def cmd_main(args) -> int:
     return attempt.main_job()
 
 
+def _date(text: str) -> str:
+    import datetime as dt
+
+    try:
+        return dt.date.fromisoformat(text).isoformat()
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected YYYY-MM-DD, got {text!r}") from None
+
+
 def _seeds(text: str) -> list[int]:
     try:
         seeds = [int(x) for x in text.split(",") if x.strip()]
@@ -111,13 +120,22 @@ def cmd_parse(args) -> int:
     from harness import logs
 
     parsed = [logs.parse_file(f) for f in args.files]
+    if args.csv or args.parquet:
+        from harness import tidy  # pandas, lazily
+
+        df = tidy.frame(args.files)
+        for path in tidy.write(df, csv=args.csv, parquet=args.parquet):
+            print(f"{path}: {len(df):,} rows × {len(df.columns)} columns ({', '.join(df.columns)})", file=sys.stderr)
     return _emit(args, [p.to_json() for p in parsed] if args.json else parsed, logs.render)
 
 
 def cmd_verify(args) -> int:
     from harness import verify
 
-    verdict = verify.verify_files(args.files, args.track, script=args.script)
+    from harness import ledger
+
+    parent = ledger.parent_reference(args.track, args.parent)
+    verdict = verify.verify_files(args.files, args.track, script=args.script, date=args.date, parent=parent)
     return _emit(args, verdict, verify.render, EXIT_OK if verdict.ok else EXIT_FAIL)
 
 
@@ -194,6 +212,13 @@ def cmd_import(args) -> int:
     from harness import importer
 
     return _emit(args, importer.import_tree(args.dir, args.track, dry_run=args.dry_run), importer.render)
+
+
+def cmd_audit(args) -> int:
+    from harness import audit
+
+    rep = audit.audit_tree(args.tree, args.track, readme=args.readme)
+    return _emit(args, rep, audit.render)
 
 
 # ---- bench: kernels against their references ---------------------------------------------------------
@@ -282,12 +307,19 @@ def build_parser() -> argparse.ArgumentParser:
     pa = sub.add_parser("parse", help="read run logs of any speedrun era: source, environment, trials")
     pa.add_argument("files", nargs="+", metavar="FILE", help="run log(s)")
     pa.add_argument("--json", action="store_true", help="print a JSON array, one object per file")
+    pa.add_argument("--csv", metavar="FILE", help="also write every step line as a tidy table (one row each) to FILE")
+    pa.add_argument("--parquet", metavar="FILE", help="the same table as Parquet (needs pyarrow)")
     pa.set_defaults(func=cmd_parse)
 
     v = sub.add_parser("verify", help="judge run logs against a track's rules; exit 0 pass, 1 fail, 2 bad input")
     v.add_argument("files", nargs="+", metavar="FILE", help="run log(s); every trial in a file is a run")
     v.add_argument("--track", required=True, help="track whose records/<track>/track.toml rules apply")
     v.add_argument("--script", help="the train_gpt.py every run must have embedded, byte for byte")
+    v.add_argument("--parent", metavar="ID|DIR|LOG", help="the record these runs improve on, for rule 3 (no flag it did "
+                                                         "not set): a record id, a record folder or a log (default: "
+                                                         "the track's latest official record)")
+    v.add_argument("--date", type=_date, help="judge under the rules in force on YYYY-MM-DD (default: the date the "
+                                              "runs ran, from their nvidia-smi header, else today)")
     v.add_argument("--json", action="store_true", help="print the verdict as JSON")
     v.set_defaults(func=cmd_verify)
 
@@ -335,6 +367,15 @@ def build_parser() -> argparse.ArgumentParser:
     im.add_argument("--dry-run", action="store_true", help="print the plan, write nothing")
     im.add_argument("--json", action="store_true", help="print the plan/result as JSON")
     im.set_defaults(func=cmd_import)
+
+    why = ("judge a public records tree folder by folder under the rules of each record's date (and, with --readme, "
+           "the README's record table against the logs it links); writes nothing")
+    au = sub.add_parser("audit", help=why, description=why)
+    au.add_argument("tree", metavar="TREE", help="e.g. modded-nanogpt/records/track_1_short")
+    au.add_argument("--track", default="gpt2-small", help="the track whose rules apply (default gpt2-small)")
+    au.add_argument("--readme", metavar="README", help="the public README.md whose record table links into TREE")
+    au.add_argument("--json", action="store_true", help="print the report as JSON")
+    au.set_defaults(func=cmd_audit)
 
     why = "check each kernel against its reference, then time it beside the eager and compiled reference"
     b = sub.add_parser("bench", help=why, description=why)

@@ -18,8 +18,7 @@ from statistics import fmean
 
 from harness import logs, stats
 from harness.errors import InputError
-from harness.ledger import REF
-from harness.track import records_dir
+from harness.track import REF, records_dir
 
 LOG_GLOBS = ("*.txt", "*.log")
 LEVEL = 0.95
@@ -105,7 +104,7 @@ def _record_side(spec: str, folder: Path) -> Side:
     names |= {n for p in parsed for n in p.sources  # a name like ../x must not read outside the record
               if (folder / n).is_file() and (folder / n).resolve().is_relative_to(inside)}
     snapshot = {n: (folder / n).read_text(encoding="utf-8", errors="replace")
-                for n in sorted(names) if not n.startswith("logs/")}
+                for n in sorted(names) if not n.startswith(("logs/", "evidence/"))}
     if not snapshot and not log_files:
         raise InputError(f"{folder}: not a record folder (no {logs.MAIN_FILE} and no logs/*.txt); "
                          "give a log file or a folder made by `speedrun record add`")

@@ -1,27 +1,28 @@
 """The importer: a public records tree (`records/track_1_short/<date>_<name>/…`) into our ledger.
 
-One record per dated folder, dated from its name (`YYYY-MM-DD_` or `YYYYMMDD_`); its logs are the
-.txt/.log files under it (symlinks ignored) that the parser reads with at least one trial. Each is
-verified and kept with its verdict: official iff verification passes, else recorded unofficial.
+One record per dated folder (`YYYY-MM-DD_`, `YYYY-MM-DD-` or `YYYYMMDD_`), in date order. A folder is
+not one submission: `harness/layout.py` groups its logs and decides which group is the submission and
+what the others are (baseline, re-time, ablation, other hardware). The record's runs are the
+submission's; every other group is stored beside them under `evidence/`, each with its own verdict,
+and a baseline group gives the record's speedup with its interval. Runs are judged under the rules
+in force on the folder's date, against the previous official record (rule 3, and its val curves for
+the systems-only exception). Imported records keep `launch = {"convention": "modded"}`: their scripts
+run the public way (`speedrun attempt --baseline` knows it).
+
 Idempotent: record.json keeps `source = {"import": folder name, "logs_sha256": [...]}`, and a folder
-whose logs are already in the ledger is skipped. Names from outside are untrusted: they become a
-slug, a sanitized title and sanitized file names; nothing is written outside records/ (ledger.add).
+whose logs are already in the ledger is skipped. Names from outside are untrusted: they become a slug,
+a sanitized title and sanitized file names; nothing is written outside records/ (ledger.add).
 """
 from __future__ import annotations
 
-import datetime as dt
-import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness import ledger, logs
+from harness import layout, ledger, logs, verify
 from harness.errors import InputError
 from harness.files import sha256_file
+from harness.layout import shown
 from harness.track import load_track, repo_root
-
-DATED = re.compile(r"^(\d{4}-\d{2}-\d{2}|\d{8})_(.*)$", re.DOTALL)
-LOG_EXT = (".txt", ".log")
 
 
 @dataclass
@@ -35,6 +36,8 @@ class Item:
     official: bool | None = None
     logs: list[str] = field(default_factory=list)
     skipped_files: list[str] = field(default_factory=list)
+    submission: dict | None = None  # {dir, runs, how}
+    groups: list[dict] = field(default_factory=list)  # every group: {dir, role, why, runs, steps, gpus, …}
 
 
 @dataclass
@@ -51,40 +54,33 @@ class Plan:
                 "items": [vars(i) for i in self.items]}
 
 
-def shown(name: str, width: int = 80) -> str:
-    """A name from outside, safe to print: control characters escaped, length capped."""
-    s = name.encode("unicode_escape").decode("ascii")
-    return s if len(s) <= width else s[:width - 1] + "…"
+def dated_folders(base: Path) -> tuple[list[tuple[str, Path]], list[Item]]:
+    """(date, folder) for every dated folder under `base`, in date order, and the entries skipped."""
+    dated, skipped = [], []
+    for p in sorted(base.iterdir(), key=lambda p: p.name):
+        if p.is_symlink():
+            skipped.append(Item(p.name, "skip", "a symlink (not followed)"))
+        elif not p.is_dir():
+            continue
+        elif not layout.DATED.match(p.name):
+            skipped.append(Item(p.name, "skip", "name does not start with a date (YYYY-MM-DD_, YYYY-MM-DD- or "
+                                                "YYYYMMDD_)"))
+        elif layout.folder_date(p.name)[0] is None:
+            skipped.append(Item(p.name, "skip", f"{layout.DATED.match(p.name)[1]} is not a real date"))
+        else:
+            dated.append((layout.folder_date(p.name)[0], p))
+    dated.sort(key=lambda e: (e[0], e[1].name))
+    return dated, skipped
 
 
-def title_of(rest: str) -> str:
-    t = re.sub(r"[\x00-\x1f\x7f]+", " ", rest.replace("_", " "))
-    return " ".join(t.split())[:100] or "untitled"
-
-
-def _logs_in(folder: Path) -> tuple[list[Path], list[str]]:
-    """Readable run logs under `folder` (sorted, symlinks never followed) and why other files were skipped."""
-    found, skipped = [], []
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
-        dirnames.sort()
-        for name in sorted(filenames):
-            p = Path(dirpath) / name
-            rel = shown(str(p.relative_to(folder)))
-            if not name.endswith(LOG_EXT):
-                continue
-            if p.is_symlink() or not p.is_file():
-                skipped.append(f"{rel}: a symlink or not a plain file")
-                continue
-            try:
-                parsed = logs.parse_file(p)
-            except InputError as e:
-                skipped.append(f"{rel}: {e}")
-                continue
-            if not parsed.trials:
-                skipped.append(f"{rel}: no step lines (not a run log)")
-                continue
-            found.append(p)
-    return found, skipped
+def convention(parsed: list[logs.ParsedLog]) -> dict | None:
+    """How the logs' script is launched: this trainer's flags, or the public scripts' way (no flags,
+    data under data/fineweb10B/, logs/<uuid>.txt). None when the logs embed no script."""
+    if not any(p.sources for p in parsed):
+        return None
+    if all(p.era == logs.ERA_OURS for p in parsed):
+        return {"convention": "speedrun"}
+    return {"convention": "modded", "script": logs.MAIN_FILE, "data_dir": "data/fineweb10B", "logs": "logs"}
 
 
 def import_tree(src: str, track: str, *, dry_run: bool = False, root: Path | None = None) -> Plan:
@@ -93,59 +89,64 @@ def import_tree(src: str, track: str, *, dry_run: bool = False, root: Path | Non
     base = Path(src)
     if not base.is_dir():
         raise InputError(f"{src}: not a folder (pass e.g. modded-nanogpt/records/track_1_short)")
-    load_track(track)  # an unknown track is bad input before anything is read
-    known = {tuple(r.source["logs_sha256"]): r.id for r in ledger.records(root)
+    t = load_track(track)  # an unknown track is bad input before anything is read
+    recs = ledger.records(root)
+    known = {tuple(r.source["logs_sha256"]): r.id for r in recs
              if r.source and isinstance(r.source.get("logs_sha256"), list)}
-    entries = []
-    for p in sorted(base.iterdir(), key=lambda p: p.name):
-        m = DATED.match(p.name)
-        if p.is_symlink():
-            entries.append((None, Item(p.name, "skip", "a symlink (not followed)")))
-        elif not p.is_dir():
-            continue
-        elif not m:
-            entries.append((None, Item(p.name, "skip", "name does not start with a date (YYYY-MM-DD_ or YYYYMMDD_)")))
-        else:
-            d = m[1] if "-" in m[1] else f"{m[1][:4]}-{m[1][4:6]}-{m[1][6:]}"
-            try:
-                dt.date.fromisoformat(d)
-            except ValueError:
-                entries.append((None, Item(p.name, "skip", f"{m[1]} is not a real date")))
-                continue
-            entries.append(((d, p.name), Item(p.name, "import", date=d, title=title_of(m[2]))))
-    entries.sort(key=lambda e: (e[0] is not None, e[0] or ("", e[1].folder)))  # skips first, then by date
-
+    dated, items = dated_folders(base)
+    parent = ledger.default_parent(recs, track)
+    parent_ref = ledger.reference(parent, root) if parent else None
     imported_any = False
-    for key, item in entries:
-        if key is None:
-            continue
-        folder = base / item.folder
-        found, item.skipped_files = _logs_in(folder)
-        if not found:
+    for date, folder in dated:
+        item = Item(folder.name, "import", date=date, title=layout.folder_date(folder.name)[1])
+        items.append(item)
+        code = (parent_ref.sources or {}).get(logs.MAIN_FILE) if parent_ref else None
+        f = layout.read_folder(folder, t, parent_code=code)
+        item.title, item.skipped_files = f.title, f.skipped
+        item.groups = [g.to_json(folder) for g in f.groups]
+        if not f.groups:
             item.action, item.reason = "skip", "no run logs (.txt/.log files with step lines)"
             continue
-        shas = sorted(sha256_file(p) for p in found)
-        item.logs = [shown(str(p.relative_to(folder))) for p in found]
+        every = [p for g in f.groups for p in g.paths]
+        shas = sorted(sha256_file(p) for p in every)
+        item.logs = [shown(str(p.relative_to(folder))) for p in every]
         if tuple(shas) in known:
             item.action, item.reason = "skip", f"already imported as {known[tuple(shas)]}"
             continue
-        prepared = ledger.prepare([str(p) for p in found], track)
-        item.official = prepared[0].ok
+        if f.submission is None:
+            item.action, item.reason = "skip", f"no submission: {f.how}"
+            continue
+        sub = f.submission
+        item.submission = {"dir": sub.dir, "runs": len(sub.paths), "how": f.how}
+        evidence = [{"role": g.role, "why": g.why, "dir": g.dir or "", "paths": g.paths}
+                    for g in f.groups if g is not sub]
+        prepared = ledger.prepare([str(p) for p in sub.paths], track, date=date, parent_ref=parent_ref,
+                                  no_parent=parent_ref is None, evidence=evidence, root=root,
+                                  parsed={str(p): x for g in f.groups for p, x in zip(g.paths, g.parsed)})
+        prepared.notes.append(f"submission: {sub.name}, chosen because {f.how}")
+        prepared.parent = parent.id if parent else None
+        item.official = prepared.verdict.ok
         known[tuple(shas)] = "(this import)"
         if dry_run:
             continue
-        added = ledger.add([], track, item.title, date=item.date, allow_failing=True, prepared=prepared,
-                           source={"import": shown(item.folder, 300), "logs_sha256": shas}, root=root,
+        added = ledger.add([], track, item.title, date=date, allow_failing=True, prepared=prepared, root=root,
+                           source={"import": shown(folder.name, 300), "logs_sha256": shas},
+                           launch=convention(sub.parsed),
                            readme=f"Imported by `speedrun import` from the public records folder "
-                                  f"`{shown(item.folder)}`; verdict below.")
+                                  f"`{shown(folder.name)}`; verdict below.")
         item.action, item.id = "imported", added.record.id
         known[tuple(shas)] = added.record.id
         imported_any = True
+        if added.record.official:  # the next folder's parent: its code and curves, already in memory
+            parent = added.record
+            parent_ref = verify.Reference(f"record {parent.id}", sub.sources or None,
+                                          [t for p in sub.parsed for t in p.trials])
     if imported_any:
         from harness import leaderboard
 
         leaderboard.write(root)
-    return Plan(str(base), track, dry_run, [i for _, i in entries])
+    skips_first = sorted(items, key=lambda i: (i.action != "skip" or i.date is not None, i.date or "", i.folder))
+    return Plan(str(base), track, dry_run, skips_first)
 
 
 def render(plan: Plan, console) -> None:
@@ -162,7 +163,8 @@ def render(plan: Plan, console) -> None:
         else:
             kind = "official" if i.official else "unofficial"
             action = ("[green]" if i.official else "[yellow]") + ("would import" if i.action == "import" else "imported") + "[/]"
-            what = escape(f"{i.id or '(new)'} ({kind})")
+            what = escape(f"{i.id or '(new)'} ({kind}); submission {i.submission['dir'] or '.'} "
+                          f"({i.submission['runs']} runs): {i.submission['how']}")
         if i.skipped_files:
             what += escape(f"; ignored {len(i.skipped_files)} file(s): {'; '.join(i.skipped_files[:3])}")
         t.add_row(escape(shown(i.folder, 60)), action, i.date or "-", str(len(i.logs)), what)

@@ -58,11 +58,61 @@ class Launch:
         return cmd + [script]
 
 
+# How a record's script is started. "speedrun": this trainer's flags (--preset, --seed, --data-dir,
+# --run-id, --log-dir). "modded": the public scripts' way: no flags at all; the script reads its shards
+# from data/fineweb10B/ under its working directory and writes logs/<uuid>.txt there, with no RESULT line.
+CONVENTIONS = ("speedrun", "modded")
+
+
+def convention_of(launch_meta: dict | None) -> str:
+    c = (launch_meta or {}).get("convention", "speedrun")
+    if c not in CONVENTIONS:
+        raise InputError(f"launch convention {c!r} is not one of {', '.join(CONVENTIONS)}")
+    return c
+
+
+def modded_workdir(script: Path, shards: Path, meta: dict | None = None) -> Path:
+    """The working directory a public script expects: its own folder, with data/fineweb10B/ (or what the
+    record's launch says) linked to the track's shards and an empty logs/ (earlier logs moved aside)."""
+    work = script.parent
+    link = work / (meta or {}).get("data_dir", "data/fineweb10B")
+    link.parent.mkdir(parents=True, exist_ok=True)
+    if link.is_symlink() or link.exists():
+        if link.resolve() != shards.resolve():
+            raise InputError(f"{link}: exists and is not the track's shards {shards}")
+    else:
+        link.symlink_to(shards.resolve(), target_is_directory=True)
+    return work
+
+
+def modded_log(work: Path, before: set[str], meta: dict | None = None) -> Path | None:
+    """The log a public-convention run wrote: the one new .txt under its logs/ folder."""
+    folder = work / (meta or {}).get("logs", "logs")
+    new = sorted(p for p in folder.glob("*.txt") if p.name not in before) if folder.is_dir() else []
+    return max(new, key=lambda p: p.stat().st_mtime) if new else None
+
+
+def result_from_log(path: Path) -> dict:
+    """What a RESULT line would say, read from a log that has none (the public scripts write none)."""
+    parsed = logs.parse_file(path)
+    t = parsed.trials[-1] if parsed.trials else None
+    v = t.final_val if t else None
+    if v is None:
+        return {}
+    steps = t.final_step or 0
+    return {"val_loss": v.loss, "train_time_ms": v.time_ms, "steps": steps, "num_steps": t.total_steps,
+            "step_avg_ms": (v.time_ms / steps) if v.time_ms is not None and steps else None}
+
+
 def trainer_command(track: dict, *, seed: int, data_dir: Path, run_id: str, log_dir: Path, nproc: int = 1,
                     max_steps: int | None = None, script: str | Path | None = None,
-                    launch: Launch | None = None) -> list[str]:
+                    launch: Launch | None = None, convention: str = "speedrun") -> list[str]:
+    """The command that runs `script` (default: this trainer) once. Under the public convention the
+    script takes no flags: seed, run id and step cap are its own."""
     script = str(script or repo_root() / "train_gpt.py")
     cmd = (launch or Launch(nproc=nproc)).argv(script)
+    if convention == "modded":
+        return cmd
     cmd += ["--preset", track["preset"], "--data-dir", str(data_dir), "--seed", str(seed),
             "--run-id", run_id, "--log-dir", str(log_dir)]
     # a smoke run cannot be a record, so it skips the (untimed, but slow on CPU) compilation

@@ -14,6 +14,7 @@ Standard library only: `speedrun ledger` must start without numpy or torch.
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import fcntl
 import json
@@ -27,19 +28,18 @@ from pathlib import Path
 
 from harness import logs, verify
 from harness.errors import InputError
-from harness.files import atomic_write, fsync_dir, number, sha256_bytes
+from harness.files import atomic_write, finite as number_tree, fsync_dir, number, sha256_bytes
 from harness.text import fmt, md
-from harness.track import load_track, repo_root
+from harness.track import REF, load_track, repo_root
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+READS = (1, 2)  # v1 records (no evidence, speedup or launch) stay readable
 GENESIS = "0" * 64
 LEDGER = "ledger.jsonl"
 LOCK = ".ledger.lock"
 STAGING = ".staging-"
 RESERVED = ("record.json", "README.md")
 
-# A record id is <track>/<NNNN>_<slug>; a reference to one may leave out the slug (tiny-cpu/0001).
-REF = re.compile(r"^(?P<track>[a-z0-9][a-z0-9._-]*)/(?P<num>\d{4})(?:_(?P<slug>[a-z0-9][a-z0-9-]*))?$")
 ID = re.compile(r"^(?P<track>[a-z0-9][a-z0-9._-]*)/(?P<num>\d{4})_(?P<slug>[a-z0-9][a-z0-9-]*)$")
 FOLDER = re.compile(r"^(\d{4})_[a-z0-9][a-z0-9-]*$")
 DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -70,6 +70,9 @@ class Record:
     summary: dict                # {n, mean_val_loss, std_val_loss, p_value, mean_train_time_ms, train_time_ms_ci95}
     verdict: dict                # verify's Verdict.to_json(): {ok, runs: [{file, ok, checks}], summary}
     source: dict | None = None   # {"import": folder name, "logs_sha256": [...]} for imported records
+    evidence: list | None = None  # v2: the folder's other groups of runs, each {role, why, dir, files, n, ok, …}
+    speedup: dict | None = None   # v2: over the baseline runs found with it {baseline, speedup, ci95, …}
+    launch: dict | None = None    # v2: how its script is started: {"convention": "speedrun" | "modded", …}
 
     @property
     def folder(self) -> str:
@@ -80,7 +83,11 @@ class Record:
         return int(ID.match(self.id)["num"])
 
     def to_json(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        if self.schema_version == 1:  # as it was written
+            for k in ("evidence", "speedup", "launch"):
+                d.pop(k)
+        return d
 
 
 NUM = (int, float, type(None))
@@ -98,17 +105,22 @@ def validate(d: dict, where: str = "record.json") -> Record:
 
     if not isinstance(d, dict):
         raise RecordError(f"{where}: not a JSON object")
-    if d.get("schema_version") != SCHEMA_VERSION:
-        bad("schema_version", f"is {d.get('schema_version')!r}, this harness reads {SCHEMA_VERSION}")
+    if d.get("schema_version") not in READS:
+        bad("schema_version", f"is {d.get('schema_version')!r}, this harness reads {', '.join(map(str, READS))}")
     names = {f.name for f in fields(Record)}
     for k in sorted(set(d) - names):
         bad(k, "is not in the schema")
     types = {"schema_version": (int,), "id": (str,), "track": (str,), "track_version": (int,), "title": (str,),
              "date": (str,), "contributors": (list,), "parent": (str, type(None)), "official": (bool,),
              "code_sha256": (str, type(None)), "files": (dict,), "runs": (list,), "summary": (dict,),
-             "verdict": (dict,), "source": (dict, type(None))}
+             "verdict": (dict,), "source": (dict, type(None)), "evidence": (list, type(None)),
+             "speedup": (dict, type(None)), "launch": (dict, type(None))}
+    optional = {"source", "evidence", "speedup", "launch"}
+    v2 = [k for k in ("evidence", "speedup", "launch") if d.get(k) is not None]
+    if d["schema_version"] == 1 and v2:
+        bad(v2[0], "is a v2 field in a v1 record")
     for name, ok in types.items():
-        if name not in d and name != "source":
+        if name not in d and name not in optional:
             bad(name, "is missing")
         if name in d and (not isinstance(d[name], ok) or (isinstance(d[name], bool) and bool not in ok)):
             bad(name, f"has type {type(d[name]).__name__}")
@@ -313,35 +325,137 @@ class Added:
     notes: list[str] = field(default_factory=list)
 
 
-def prepare(log_paths: list[str], track_name: str) -> tuple[verify.Verdict, dict, list[tuple[str, bytes]], list[str]]:
-    """Read and verify the logs as they will be stored (names `logs/<safe name>`): verdict, track,
-    [(stored name, bytes)], notes. A missing file, a file with no run or an unknown track → InputError."""
-    track = load_track(track_name)
-    stored, parsed, notes, taken = [], [], [], set()
-    for p in log_paths:
+@dataclass
+class Prepared:
+    """What `add` stores, verified: the submission's verdict, the files, the evidence groups' verdicts."""
+    verdict: verify.Verdict
+    track: dict
+    stored: list[tuple[str, bytes]]     # (path in the record folder, bytes)
+    notes: list[str]
+    parent: str | None = None           # the record the runs were judged against (rule 3, its curves)
+    evidence: list[dict] = field(default_factory=list)
+    speedup: dict | None = None
+
+
+def _read(paths: list, prefix: str, taken: set, known: dict | None = None) -> tuple[list[tuple[str, bytes]],
+                                                                                   list[logs.ParsedLog]]:
+    """Each log's bytes under a safe, unique stored name, and the log parsed as it will be stored
+    (`known`: path → the ParsedLog a caller already has, relabelled rather than parsed again)."""
+    stored, parsed = [], []
+    for p in paths:
         try:
             data = Path(p).read_bytes()
         except OSError as e:
             raise InputError(f"{p}: cannot read ({e.strerror}); pass the run logs `speedrun record add` should "
                              f"store") from None
-        name = safe_relpath(Path(p).name.replace("/", "_")) or "log"
+        name = safe_relpath(f"{prefix}{Path(p).name.replace('/', '_')}") or f"{prefix}log"
         base, k = name, 2
         while name in taken:
             stem, dot, ext = base.rpartition(".")
             name = f"{stem}-{k}.{ext}" if dot else f"{base}-{k}"
             k += 1
         taken.add(name)
+        if known and str(p) in known:
+            stored.append((name, data))
+            parsed.append(dataclasses.replace(known[str(p)], file=name))
+            continue
         try:
             text, warn = data.decode("utf-8"), []
         except UnicodeDecodeError as e:  # as logs.parse_file says it
             text = data.decode("utf-8", errors="replace")
             warn = [f"byte {e.start}: not UTF-8; undecodable bytes replaced (code hashes will not match)"]
-        log = logs.parse_text(text, file=f"logs/{name}", warnings=warn, size=len(data))
+        log = logs.parse_text(text, file=name, warnings=warn, size=len(data))
         if not log.trials:
             raise InputError(f"{p}: no step lines: not a run log (see `speedrun parse {p}`)")
-        stored.append((f"logs/{name}", data))
+        stored.append((name, data))
         parsed.append(log)
-    return verify.verify(parsed, track), track, stored, notes
+    return stored, parsed
+
+
+def reference(rec: Record, root: Path | None = None) -> verify.Reference:
+    """A record as what a candidate is judged against: its stored scripts and its runs' val curves."""
+    folder = (root or repo_root()) / "records" / rec.id
+    sources, trials = {}, []
+    for rel in sorted(rec.files):
+        if rel.startswith("logs/"):
+            trials += logs.parse_file(folder / rel).trials
+        elif not rel.startswith("evidence/") and rel not in RESERVED:
+            sources[rel] = (folder / rel).read_text(encoding="utf-8", errors="replace")
+    return verify.Reference(f"record {rec.id}", sources or None, trials)
+
+
+def parent_reference(track_name: str, spec: str | None = None, root: Path | None = None) -> verify.Reference | None:
+    """What runs on `track_name` are judged against for rule 3: `spec` (a record id, a record folder or a
+    log file), else the track's latest official record; None when the track has no record yet."""
+    if spec and Path(spec).exists():
+        from harness import diff
+
+        side = diff.resolve(spec)
+        return verify.Reference(f"{side.kind} {side.record_id or spec}", side.sources or None,
+                                [t for p in side.logs for t in p.trials])
+    recs = records(root)
+    rec = find(recs, spec, "--parent", root) if spec else default_parent(recs, track_name)
+    return reference(rec, root) if rec else None
+
+
+def default_parent(recs: list[Record], track_name: str) -> Record | None:
+    """The track's latest official record: what a new one is compared with unless told otherwise."""
+    return next((r for r in reversed(recs) if r.track == track_name and r.official), None)
+
+
+def prepare(log_paths: list[str], track_name: str, *, date: str | None = None, parent: str | None = None,
+            no_parent: bool = False, evidence: list[dict] = (), root: Path | None = None,
+            parent_ref: verify.Reference | None = None, parsed: dict | None = None) -> Prepared:
+    """Read and verify the logs as they will be stored (`logs/<safe name>`), under the rules in force on
+    `date`, against the parent record (`parent` by id, else the track's latest official, unless `no_parent`;
+    or `parent_ref` given whole; `parsed`: path → ParsedLog already read). `evidence`: other groups found with the logs, each {role, why, dir,
+    paths}: stored under `evidence/`, each verified on its own; a baseline group is the preferred
+    reference for the systems-only exception and gives the speedup. A missing file, a file with no run
+    or an unknown track → InputError."""
+    from harness import rules as rulebook, stats
+
+    track = load_track(track_name)
+    taken: set = set()
+    known = parsed
+    stored, parsed = _read(log_paths, "logs/", taken, known)
+    notes: list[str] = []
+    parent_id = None
+    if parent_ref is None and not no_parent:
+        with locked(root or repo_root()):  # finish what a crashed writer left before reading the records
+            _recover(root or repo_root(), read_lines(root))
+        recs = records(root)
+        rec = find(recs, parent, "--parent", root) if parent else default_parent(recs, track_name)
+        if rec is not None:
+            parent_id, parent_ref = rec.id, reference(rec, root)
+    rules = rulebook.at(track, date)
+    groups = []
+    for g in evidence:
+        g_stored, g_parsed = _read(g["paths"], f"evidence/{g['dir'] + '/' if g['dir'] else ''}", taken, known)
+        stored += g_stored
+        groups.append((g, g_stored, g_parsed))
+    base = next((verify.Reference(f"the {g['dir'] or 'flat'} baseline runs", None,
+                                  [t for p in gp for t in p.trials]) for g, _, gp in groups if g["role"] == "baseline"), None)
+    v = verify.verify(parsed, track, rules=rules, parent=parent_ref, baseline=base)
+    out = []
+    for g, g_stored, g_parsed in groups:
+        gv = verify.verify(g_parsed, track, rules=rules, parent=parent_ref)
+        failed = {c.name: c.detail for r in gv.runs for c in r.checks if not c.ok}
+        s = gv.summary
+        out.append({"role": g["role"], "why": g["why"], "dir": g["dir"], "files": [n for n, _ in g_stored],
+                    "n": s["n"], "ok": gv.ok, "mean_val_loss": number(s["mean_val_loss"]),
+                    "p_value": number(s["p_value"]), "mean_train_time_ms": number(s["mean_train_time_ms"]),
+                    "failed": failed})
+    speed = None
+    base_times = next(([r.train_time_ms for r in verify.verify(gp, track, rules=rules).runs if r.train_time_ms]
+                       for g, _, gp in groups if g["role"] == "baseline"), None)
+    times = [r.train_time_ms for r in v.runs if r.train_time_ms]
+    if base_times and times:
+        sp = stats.speedup_unpaired(base_times, times)
+        bdir = next(g["dir"] for g, _, _ in groups if g["role"] == "baseline")
+        speed = {"baseline": f"evidence/{bdir}" if bdir else "evidence", "runs": [len(base_times), len(times)],
+                 "speedup": sp.estimate, "ci95": [sp.lo, sp.hi], "baseline_mean_ms": sum(base_times) / len(base_times),
+                 "candidate_mean_ms": sum(times) / len(times)}
+    return Prepared(v, track, stored, notes, parent_id, out, speed)
 
 
 def summarize(v: verify.Verdict, track: dict) -> tuple[list[dict], dict]:
@@ -364,15 +478,13 @@ def summarize(v: verify.Verdict, track: dict) -> tuple[list[dict], dict]:
 
 
 def _verdict_json(v: verify.Verdict) -> dict:
-    j = v.to_json()
-    j["summary"] = {k: ([number(x) for x in val] if isinstance(val, list) else number(val))
-                    for k, val in j["summary"].items()}
-    return j
+    return number_tree(v.to_json())
 
 
 def add(log_paths: list[str], track_name: str, title: str, *, contributors: list[str] = (), parent: str | None = None,
         date: str | None = None, allow_failing: bool = False, unofficial_reason: str | None = None,
-        readme: str | None = None, source: dict | None = None, root: Path | None = None, prepared=None) -> Added:
+        readme: str | None = None, source: dict | None = None, root: Path | None = None,
+        prepared: Prepared | None = None, launch: dict | None = None) -> Added:
     """Verify, then store one record and append its ledger line. A failing verification raises Refused
     unless `allow_failing` (then the record is stored unofficial); bad input raises InputError; either
     way nothing is written. `unofficial_reason`: stored unofficial even if its logs verify, and the README
@@ -381,7 +493,8 @@ def add(log_paths: list[str], track_name: str, title: str, *, contributors: list
     date = date or _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d")
     if not DATE.match(date):
         raise InputError(f"--date {date!r}: expected YYYY-MM-DD")
-    v, track, stored, notes = prepared or prepare(log_paths, track_name)
+    prepared = prepared or prepare(log_paths, track_name, date=date, parent=parent, root=root)
+    v, track, stored, notes = prepared.verdict, prepared.track, prepared.stored, prepared.notes
     if not v.ok and not allow_failing:
         raise Refused(v)
     title = " ".join(title.split()) or "untitled"
@@ -390,7 +503,7 @@ def add(log_paths: list[str], track_name: str, title: str, *, contributors: list
     snapshot = {}
     for path, text in (first.sources if first else {}).items():
         rel = safe_relpath(path)
-        if rel is None or rel in RESERVED or rel.startswith("logs/") or rel in snapshot:
+        if rel is None or rel in RESERVED or rel.startswith(("logs/", "evidence/")) or rel in snapshot:
             notes.append(f"embedded file {path!r} not stored: unsafe or clashing name")
             continue
         snapshot[rel] = text.encode("utf-8")
@@ -399,10 +512,9 @@ def add(log_paths: list[str], track_name: str, title: str, *, contributors: list
         lines = read_lines(root)
         _recover(root, lines)
         existing = [read_record(root / "records" / ln["id"]) for ln in lines]
-        if parent is None:
-            parent = next((r.id for r in reversed(existing) if r.track == track_name and r.official), None)
-        else:
-            parent = find(existing, parent, "--parent", root).id
+        parent = prepared.parent
+        if parent is not None:
+            parent = find(existing, parent, "--parent", root).id  # still there, under the lock
         tdir = root / "records" / track_name
         nums = [r.number for r in existing if r.track == track_name]
         nums += [int(m[1]) for p in tdir.iterdir() if (m := FOLDER.match(p.name))]
@@ -411,14 +523,16 @@ def add(log_paths: list[str], track_name: str, title: str, *, contributors: list
         files = dict(snapshot)
         files.update(stored)
         readme_text = render_readme(rid, track, title, date, contributors, parent, v, summary, readme, notes,
-                                    unofficial_reason=unofficial_reason)
+                                    unofficial_reason=unofficial_reason, evidence=prepared.evidence,
+                                    speedup=prepared.speedup)
         files["README.md"] = readme_text.encode("utf-8")
         rec = Record(schema_version=SCHEMA_VERSION, id=rid, track=track_name, track_version=track["version"],
                      title=title, date=date, contributors=list(contributors), parent=parent,
                      official=v.ok and unofficial_reason is None,
                      code_sha256=first.code_sha256 if first else None,
                      files={k: sha256_bytes(b) for k, b in sorted(files.items())}, runs=runs, summary=summary,
-                     verdict=_verdict_json(v), source=source)
+                     verdict=_verdict_json(v), source=source, evidence=number_tree(prepared.evidence) or None,
+                     speedup=number_tree(prepared.speedup), launch=launch)
         validate(rec.to_json())  # what we write must read back
         files["record.json"] = record_bytes(rec)
 
@@ -453,7 +567,7 @@ class Refused(Exception):
 
 
 def render_readme(rid, track, title, date, contributors, parent, v, summary, text, notes,
-                  unofficial_reason: str | None = None) -> str:
+                  unofficial_reason: str | None = None, evidence=(), speedup: dict | None = None) -> str:
     s = summary
     ci = s["train_time_ms_ci95"]
     out = [f"# {md(title)}", "",
@@ -466,8 +580,25 @@ def render_readme(rid, track, title, date, contributors, parent, v, summary, tex
            "| runs (distinct) | mean val loss | std | p-value | mean train time | 95% CI |", "|---|---|---|---|---|---|",
            f"| {s['n']} | {fmt(s['mean_val_loss'], '.4f')} | {fmt(s['std_val_loss'], '.4f')} | "
            f"{fmt(s['p_value'], '.3g')} | {fmt(s['mean_train_time_ms'], '.3f', 1e-3, ' s')} | "
-           + (f"{ci[0] / 1000:.3f}–{ci[1] / 1000:.3f} s" if ci and None not in ci else "-") + " |", "",
-           "## Verification (`speedrun verify`)", "", "| run | check | ok | detail |", "|---|---|---|---|"]
+           + (f"{ci[0] / 1000:.3f}–{ci[1] / 1000:.3f} s" if ci and None not in ci else "-") + " |", ""]
+    if speedup:
+        lo, hi = speedup["ci95"]
+        out += [f"Speedup over {md(speedup['baseline'])}: **{speedup['speedup']:.3f}×**"
+                + (f" (95% CI {lo:.3f}–{hi:.3f}×" if lo is not None else " (one run a side: no interval")
+                + (", paired by seed)." if speedup.get("paired") else ")."), ""]
+    rules = v.rules or {}
+    out += [f"Judged under the rules of `{md(rules.get('name', 'current'))}`"
+            + (f" (in force since {rules['since']})" if rules.get("since") else "") + ".", ""]
+    if evidence:
+        out += ["## Other runs kept as evidence", "", "| role | runs | mean val loss | p-value | mean train time | "
+                "verdict | why |", "|---|---|---|---|---|---|---|"]
+        for e in evidence:
+            verdict = "PASS" if e["ok"] else "FAIL: " + ", ".join(sorted(e["failed"]))
+            out.append(f"| {md(e['role'])} ({md(e['dir'] or '.')}) | {e['n']} | {fmt(e['mean_val_loss'], '.4f')} | "
+                       f"{fmt(e['p_value'], '.3g')} | {fmt(e['mean_train_time_ms'], '.3f', 1e-3, ' s')} | "
+                       f"{md(verdict)} | {md(e['why'])} |")
+        out.append("")
+    out += ["## Verification (`speedrun verify`)", "", "| run | check | ok | detail |", "|---|---|---|---|"]
     for r in v.runs:
         for c in r.checks:
             out.append(f"| {md(r.file)} | {c.name} | {'ok' if c.ok else 'FAIL'} | {md(c.detail)} |")

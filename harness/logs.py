@@ -58,6 +58,9 @@ CODE_SHA = re.compile(r"code_sha256 (\S+): ([0-9a-f]{64})")
 DATA_SHA = re.compile(r"data_sha256: ([0-9a-f]*)")
 VAL_SHA = re.compile(r"val_shard_sha256 (.+?): ([0-9a-f]{64})\s*$")
 CPU = re.compile(r"CPU: (.*)")
+SMI_DATE = re.compile(r"(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun) (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) +(\d{1,2}) "
+                      r"(\d\d:\d\d:\d\d) (\d{4})\s*$")
+MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 
 class Point(tuple):
@@ -122,6 +125,7 @@ class Environment:
     code_sha256: dict = field(default_factory=dict)  # path → hex, as the env block states it
     data_sha256: str | None = None
     val_shard_sha256: dict = field(default_factory=dict)  # val shard file name → hex (vs the track's [data.pin])
+    date: str | None = None  # when the run started, from nvidia-smi's header (YYYY-MM-DDTHH:MM:SS)
 
 
 @dataclass
@@ -307,6 +311,9 @@ def _parse_env(lines: list[str], rows: range) -> Environment:
                 env.val_shard_sha256[m.group(1)] = m.group(2)
         elif line.startswith("CPU: "):
             env.cpu = line[5:]
+        elif env.date is None and line[:3] in ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun") and \
+                (m := SMI_DATE.match(line)):
+            env.date = f"{m[4]}-{MONTHS.index(m[1]) + 1:02d}-{int(m[2]):02d}T{m[3]}"
         elif line.startswith("nvidia-smi: unavailable"):
             if m := SMI_SUBSTITUTE.match(line):
                 env.gpus = Gpus(int(m.group(1)), m.group(2), "substitute")

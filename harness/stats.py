@@ -171,3 +171,17 @@ def speedup(pairs: list[tuple[float, float]], level: float = 0.95) -> Interval:
     ci = mean_ci(logs, level)
     exp = (lambda v: None if v is None else math.exp(v))
     return Interval(math.exp(ci.estimate), exp(ci.lo), exp(ci.hi), ci.n, level)
+
+
+def speedup_unpaired(a: list[float], b: list[float], level: float = 0.95) -> Interval:
+    """Speedup of B over A (time_A / time_B) from runs that were not paired (a record folder's baseline
+    runs beside its candidate's): the ratio of geometric means, with a Welch interval on the log times.
+    lo/hi are None when a side has a single run."""
+    la, lb = [math.log(x) for x in a], [math.log(x) for x in b]
+    if not la or not lb:
+        raise ValueError("no runs on one side")
+    est = math.exp(fmean(la) - fmean(lb))
+    if len(la) < 2 or len(lb) < 2:
+        return Interval(est, None, None, min(len(la), len(lb)), level)
+    lo, hi = welch_interval(lb, la, level)  # on mean(log A) − mean(log B)
+    return Interval(est, math.exp(lo), math.exp(hi), min(len(la), len(lb)), level)

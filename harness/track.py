@@ -51,6 +51,10 @@ def track_names() -> list[str]:
     return sorted(p.parent.name for p in records_dir().glob("*/track.toml"))
 
 
+# A record id is <track>/<NNNN>_<slug>; a reference to one may leave out the slug (tiny-cpu/0001).
+REF = re.compile(r"^(?P<track>[a-z0-9][a-z0-9._-]*)/(?P<num>\d{4})(?:_(?P<slug>[a-z0-9][a-z0-9-]*))?$")
+
+
 # ---- the schema ---------------------------------------------------------------------------------------
 
 NUM = (int, float)
@@ -66,7 +70,8 @@ SCHEMA = {
                            "shard_tokens": int},
              "pin": dict},
     "significance": {"test": str, "alpha": NUM, "dedupe": bool, "c": NUM},
-    "rules": {"banned": [{"pattern": str, "why": str}]},
+    "rules": {"banned": [{"pattern": str, "why": str}], "timing": str, "flags": str, "allowed_flags": [str],
+              "systems_only": {"max_val_gap": NUM, "z": NUM, "from_frac": NUM}, "epochs": [dict]},
 }
 REQUIRED = ("name", "version", "preset", "metric", "target", "hardware", "data", "significance")
 
@@ -115,6 +120,11 @@ def load_track(name: str) -> dict:
     if test == "margin" and "c" not in track["significance"]:
         raise TrackError(f"{path}: significance.test = 'margin' needs the constant c")
     track["significance"].setdefault("test", test)
+    from harness import rules
+
+    problem = rules.validate(track, str(path))
+    if problem:
+        raise TrackError(f"{path}: {problem}")
     track["_path"] = str(path)
     return track
 

@@ -1,11 +1,17 @@
 """Verification: judge run logs against a track's rules; every check has a name, a verdict and a detail.
 
-Checks per run (a file with several trials holds several runs, named `file#k`):
+Runs are judged by the rules in force on their record's date (`harness/rules.py`: the track's rule
+epochs); the verdict names the epoch. Checks per run (a file with several trials holds several runs,
+named `file#k`):
   complete    reached the last step and validated there; nothing unreadable; not truncated
-  target      the run's final val loss, and across runs the mean ≤ target at the track's α (copies count once)
-  timing      train_time monotonic under the era's rule, step_avg = train_time/steps, claimed time = last val line's
+  target      the mean final val loss ≤ target: a single run's (early epochs), or at the track's α over the
+              runs (copies count once) — waived for a systems-only change whose val-loss curve matches the
+              parent's or the baseline runs' (rule 2's exception, decided from the curves)
+  timing      train_time monotonic under the epoch's clock rule, step_avg = train_time/steps, claimed time =
+              last val line's
   hardware    the GPU model and count (or CPU) the track requires
   code        all runs carry the same source (and `--script` when given); no banned pattern in live code
+  flags       rule 3: no torch._inductor.config / torch.compile flag the parent record did not set
   provenance  (our logs) code/data hashes in the env block and RESULT agree with the embedded source
   data        (our logs) the val shards' logged sha256 are exactly the track's [data.pin] (no pin: passes, says so)
 
@@ -14,20 +20,20 @@ Standard library + rich only.
 """
 from __future__ import annotations
 
-import io
+import functools
 import math
 import re
-import tokenize
 from dataclasses import dataclass, field
 from pathlib import Path
-from statistics import fmean, stdev
+from statistics import fmean, stdev, variance
 
 from harness import logs, stats
+from harness import rules as rulebook
 from harness.errors import InputError
 from harness.text import fmt
 from harness.track import data_pin, load_track
 
-CHECKS = ("complete", "target", "timing", "hardware", "code", "provenance", "data")
+CHECKS = ("complete", "target", "timing", "hardware", "code", "flags", "provenance", "data")
 
 
 @dataclass
@@ -61,10 +67,20 @@ class Run:
 
 
 @dataclass
+class Reference:
+    """What a candidate is judged against: the parent record (its code for rule 3, its runs' val curves
+    for the systems-only exception) or the baseline runs timed beside it."""
+    name: str                                # "record tiny-cpu/0002_…", "baseline/ in the folder"
+    sources: dict[str, str] | None = None    # the parent's embedded files
+    trials: list = field(default_factory=list)
+
+
+@dataclass
 class Verdict:
     track: str
     runs: list[Run]
     summary: dict
+    rules: dict = field(default_factory=dict)   # the epoch the runs were judged under
 
     @property
     def ok(self) -> bool:
@@ -73,11 +89,15 @@ class Verdict:
     def to_json(self) -> dict:
         return {"ok": self.ok,
                 "runs": [{"file": r.file, "ok": r.ok, "checks": [vars(c) for c in r.checks]} for r in self.runs],
-                "summary": self.summary}
+                "summary": self.summary,
+                "rules": {k: self.rules.get(k) for k in ("name", "since", "significance", "timing", "flags")}}
 
 
-def verify_files(paths: list[str], track_name: str, script: str | None = None) -> Verdict:
-    """Parse and judge; a missing/unreadable file, a file with no run in it, or an unknown track → InputError."""
+def verify_files(paths: list[str], track_name: str, script: str | None = None, *, date: str | None = None,
+                 parent: Reference | None = None) -> Verdict:
+    """Parse and judge; a missing/unreadable file, a file with no run in it, or an unknown track → InputError.
+    `date`: the record's date, for the rules in force then (default: the date the earliest run ran, from
+    its nvidia-smi header, else today)."""
     track = load_track(track_name)
     script_text = None
     if script is not None:
@@ -89,20 +109,30 @@ def verify_files(paths: list[str], track_name: str, script: str | None = None) -
     for p in parsed:
         if not p.trials:
             raise InputError(f"{p.file}: no step lines: not a run log (see `speedrun parse {p.file}`)")
-    return verify(parsed, track, script_text)
+    if date is None:  # judged as of when the runs ran (nvidia-smi's date), else today
+        ran = sorted(p.env.date[:10] for p in parsed if p.env.date)
+        date = ran[0] if ran else None
+    return verify(parsed, track, script_text, rules=rulebook.at(track, date), parent=parent)
 
 
-def verify(parsed: list[logs.ParsedLog], track: dict, script_text: str | None = None) -> Verdict:
+def verify(parsed: list[logs.ParsedLog], track: dict, script_text: str | None = None, *, rules: dict | None = None,
+           parent: Reference | None = None, baseline: Reference | None = None) -> Verdict:
+    """Judge parsed logs under `rules` (default: today's), against `parent` (rule 3; its curves for the
+    systems-only exception) and `baseline` (runs timed beside these: the preferred curves to compare)."""
+    rules = rules or rulebook.at(track)
     runs = [Run(p.file if len(p.trials) == 1 else f"{p.file}#{k + 1}", p, t)
             for p in parsed for k, t in enumerate(p.trials)]
-    targets, summary = _target(runs, track)
+    ref = baseline if baseline is not None and baseline.trials else parent
+    targets, summary = _target(runs, track, rules, ref)
     code = _code(runs, track, script_text)
-    for r, target_check, code_check in zip(runs, targets, code):
-        r.checks = [_complete(r), target_check, _timing(r), _hardware(r, track), code_check]
+    flag_checks = _flags(runs, rules, parent)
+    for r, target_check, code_check, flag_check in zip(runs, targets, code, flag_checks):
+        r.checks = [_complete(r), target_check, _timing(r, rules), _hardware(r, track), code_check, flag_check]
         if r.log.era == logs.ERA_OURS:
             r.checks.append(_provenance(r, track))
             r.checks.append(_data(r, track))
-    return Verdict(track["name"], runs, summary)
+    summary["rules"] = rules["name"]
+    return Verdict(track["name"], runs, summary, rules)
 
 
 # ---- complete ---------------------------------------------------------------------------------------------
@@ -135,9 +165,9 @@ def _complete(r: Run) -> Check:
 
 # ---- target -----------------------------------------------------------------------------------------------
 
-def _target(runs: list[Run], track: dict) -> tuple[list[Check], dict]:
-    target, sig = track["target"], track["significance"]
-    alpha, dedupe = sig.get("alpha", 0.01), sig.get("dedupe", True)
+def _target(runs: list[Run], track: dict, rules: dict, ref: Reference | None) -> tuple[list[Check], dict]:
+    target, test_kind = track["target"], rules["significance"]
+    alpha, dedupe = rules["alpha"], rules["dedupe"]
     first_seen: dict[tuple, Run] = {}
     copy_of: dict[int, Run] = {}
     for r in runs:
@@ -152,8 +182,12 @@ def _target(runs: list[Run], track: dict) -> tuple[list[Check], dict]:
     mean = fmean(losses) if losses else None
     copies = f"; {len(copy_of)} copied run(s) counted once" if copy_of else ""
     p_value = None
-    if sig["test"] == "margin":  # track-3 style: (target − mean)·√n ≥ c
-        c = sig["c"]
+    if test_kind == "single-run":  # the early rule: a run's final val loss at the target is a record
+        across_ok = n >= 1 and mean <= target
+        across = (f"mean {mean:.5f} {'≤' if across_ok else '>'} {target} over {n} run(s){copies} (no p-value "
+                  f"required under '{rules['name']}')") if n else "no val loss"
+    elif test_kind == "margin":  # track-3 style: (target − mean)·√n ≥ c
+        c = rules["c"]
         across_ok = n >= 1 and stats.meets_margin(losses, target, c)
         across = (f"mean {mean:.5f} over {n} run(s){copies}: (target − mean)·√n = "
                   f"{stats.margin(losses, target):.5f} {'≥' if across_ok else '<'} {c}") if n else "no val loss"
@@ -167,6 +201,13 @@ def _target(runs: list[Run], track: dict) -> tuple[list[Check], dict]:
         across_ok = False
         across = (f"{n} distinct run(s){copies}: the one-sided t-test (p < {alpha}) needs at least 2"
                   + (f" (mean {mean:.5f} vs target {target})" if n else ""))
+    waived = None
+    if test_kind == "t-test" and not across_ok and n and mean <= target and rules.get("systems_only") and ref:
+        waived = systems_only([r.trial for r in counted], ref, rules["systems_only"])
+        if waived[0]:
+            across_ok, across = True, f"{across}; p-value waived (rule 2's exception): {waived[1]}"
+        else:
+            across = f"{across}; not a systems-only change: {waived[1]}"
     checks = []
     for r in runs:
         if id(r) in copy_of:
@@ -178,21 +219,62 @@ def _target(runs: list[Run], track: dict) -> tuple[list[Check], dict]:
             checks.append(Check("target", across_ok, f"final val_loss {r.val_loss}; {across}"))
     times = [r.train_time_ms for r in counted if r.train_time_ms is not None]
     summary = {"n": n, "mean_val_loss": mean, "std_val_loss": stdev(losses) if n >= 2 else None,
-               "p_value": p_value, "mean_train_time_ms": fmean(times) if times else None}
+               "p_value": p_value, "mean_train_time_ms": fmean(times) if times else None,
+               "p_value_waived": bool(waived and waived[0])}
     if len(times) >= 2:
         ci = stats.mean_ci(times)
         summary["train_time_ms_ci95"] = [ci.lo, ci.hi]
     return checks, summary
 
 
+def systems_only(trials: list, ref: Reference, cfg: dict) -> tuple[bool, str]:
+    """Rule 2's exception, decided from the val curves: at every shared val step past cfg["from_frac"]
+    of training (same number of steps), is the runs' mean val loss within cfg["max_val_gap"] of the
+    reference's, plus cfg["z"] standard errors of the difference where both sides have several runs?
+    (True/False, and the evidence either way.)"""
+    def curve(ts):
+        by_step: dict[int, list[float]] = {}
+        for t in ts:
+            for p in t.val:
+                if p.loss is not None and math.isfinite(p.loss):
+                    by_step.setdefault(p.step, []).append(p.loss)
+        return by_step
+
+    steps = {t.total_steps for t in trials}
+    ref_steps = {t.total_steps for t in ref.trials}
+    if steps != ref_steps or len(steps) != 1:
+        return False, f"{ref.name} ran {sorted(ref_steps, key=str)} steps, these {sorted(steps, key=str)}"
+    total = steps.pop() or 0
+    mine, theirs = curve(trials), curve(ref.trials)
+    shared = sorted(s for s in set(mine) & set(theirs) if s >= cfg.get("from_frac", 0.0) * total)
+    if not shared:
+        return False, f"no val step in common with {ref.name}"
+    z, limit = cfg.get("z", 0.0), cfg["max_val_gap"]
+    worst = None
+    for s in shared:
+        a, b = mine[s], theirs[s]
+        se = math.sqrt(variance(a) / len(a) + variance(b) / len(b)) if len(a) > 1 and len(b) > 1 else 0.0
+        gap, allowed = abs(fmean(a) - fmean(b)), limit + z * se
+        if worst is None or gap - allowed > worst[0] - worst[1]:
+            worst = (gap, allowed, s)
+    gap, allowed, at = worst
+    ok = gap <= allowed
+    return ok, (f"mean val-loss curve {'within' if ok else 'off'} {ref.name}'s at {len(shared)} shared val steps "
+                f"from step {shared[0]}: tightest at step {at}, gap {gap:.4f} {'≤' if ok else '>'} {allowed:.4f} "
+                f"({limit} + {z:g} standard errors)")
+
+
 # ---- timing -----------------------------------------------------------------------------------------------
 
-def _timing(r: Run) -> Check:
+def _timing(r: Run, rules: dict) -> Check:
     t, era = r.trial, r.log.era
     if era == logs.ERA_LLMC:
         return Check("timing", False, "llm.c logs carry no train_time: nothing to time")
     points = sorted(t.val + t.train, key=lambda p: p.line)
     problems = []
+    if era == logs.ERA_RESET10 and rules["timing"] != "reset-after-10":
+        problems.append(f"steps 1–10 are untimed (the clock restarts after step 10): not allowed under "
+                        f"'{rules['name']}'" + (f" (since {rules['since']})" if rules.get("since") else ""))
     prev = None
     for p in points:
         if p.time_ms is None:
@@ -317,18 +399,40 @@ def _differs(a: dict[str, str], b: dict[str, str], other: str) -> str:
     return f"source differs from {other}'s"
 
 
-def _live_lines(text: str):
+@functools.lru_cache(maxsize=512)  # once per distinct source: a folder of 20 runs of one script is read once
+def _live_lines(text: str) -> tuple:
     """(line number, line without comments) for every line of Python source; comments are not code."""
-    lines = text.split("\n")
-    try:
-        for tok in tokenize.generate_tokens(io.StringIO(text).readline):
-            if tok.type == tokenize.COMMENT:
-                (row, col), _ = tok.start, tok.end
-                lines[row - 1] = lines[row - 1][:col]
-    except (tokenize.TokenError, IndentationError, SyntaxError):
-        # Not tokenizable (cut or not Python): drop only whole-line comments, keep the rest as live.
-        lines = ["" if line.lstrip().startswith("#") else line for line in lines]
-    return [(i + 1, line) for i, line in enumerate(lines) if line.strip()]
+    return tuple((i + 1, line) for i, line in enumerate(rulebook.live_code(text).split("\n")) if line.strip())
+
+
+# ---- flags (rule 3) -----------------------------------------------------------------------------------
+
+def _flags(runs: list[Run], rules: dict, parent: Reference | None) -> list[Check]:
+    out, seen = [], {}
+    for r in runs:
+        key = id(r.log)
+        if key not in seen:
+            src = r.log.sources
+            mine = {k: v for name, text in src.items() for k, v in rulebook.flags(text).items()}
+            if rules["flags"] == "any":
+                seen[key] = Check("flags", True, f"not restricted under '{rules['name']}'"
+                                  + (f" ({len(mine)} set: {', '.join(sorted(mine))})" if mine else ""))
+            elif not src:
+                seen[key] = Check("flags", False, "no embedded source to read flags from")
+            elif parent is not None and parent.sources is None:  # a parent exists, its code is not at hand
+                seen[key] = Check("flags", True, f"not checked: the parent ({parent.name}) embeds no code here"
+                                  + (f" ({len(mine)} set: {', '.join(sorted(mine))})" if mine else " (none set)"))
+            else:  # no parent record at all: every flag is extra
+                who = f"the parent ({parent.name})" if parent else "a parent (there is none: every flag counts)"
+                extra = rulebook.extra_flags(src, parent.sources if parent else {}, rules.get("allowed_flags", ()))
+                if extra:
+                    seen[key] = Check("flags", False, f"{len(extra)} flag(s) {who} did not set: "
+                                      + "; ".join(f"{k} ({v})" for k, v in extra.items()))
+                else:
+                    seen[key] = Check("flags", True, f"no flag {who} did not set"
+                                      + (f" ({len(mine)} set, all the parent's)" if mine else ""))
+        out.append(seen[key])
+    return out
 
 
 # ---- provenance -------------------------------------------------------------------------------------------

@@ -332,3 +332,38 @@ def test_bad_baseline_is_bad_input(tmp_path, monkeypatch, capsys):
     assert cli.main(["attempt", "--track", "tiny-cpu", "--script", str(SCRIPT), "--baseline", "tiny-cpu/0009",
                      "--data-dir", str(tmp_path / "nodata")]) == 2
     assert "tiny-cpu/0009" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_public_record_can_be_the_baseline(tmp_path, track_corpus):
+    """A record whose script follows the public convention (no flags, data/fineweb10B/, logs/<uuid>.txt, no
+    RESULT line) is stored with launch = modded; `attempt --baseline` runs its snapshot that way: no
+    --preset/--seed, its shards linked where it looks, its log moved into the attempt under the run's
+    name and read for its facts; the A/B pairs give a speedup."""
+    root = make_root(tmp_path / "root")
+    work = tmp_path / "work"
+    (work / "data").mkdir(parents=True)
+    (work / "data" / "fineweb10B").symlink_to(track_corpus, target_is_directory=True)
+    shutil.copy(ROOT / "tests" / "public_script.py", work / "train_gpt.py")
+    subprocess.run([sys.executable, "train_gpt.py"], cwd=work, check=True, capture_output=True, timeout=120)
+    (log,) = (work / "logs").glob("*.txt")
+    added = ledger.add([str(log)], "tiny-cpu", "public-style baseline", allow_failing=True, root=root,
+                       launch={"convention": "modded", "script": "train_gpt.py", "data_dir": "data/fineweb10B",
+                               "logs": "logs"})
+    assert added.record.launch["convention"] == "modded" and "train_gpt.py" in added.record.files
+    p = speedrun(root, *attempt_args(track_corpus, "--runs", "1", "--baseline", "tiny-cpu/0001"))
+    m = json.loads(p.stdout)
+    base = [r for r in m["runs"] if r["role"] == "baseline"]
+    assert [r["outcome"] for r in m["runs"]] == ["ok"] * 2, [r["message"] for r in m["runs"]]
+    assert m["baseline"]["launch"]["convention"] == "modded"
+    folder = Path(m["dir"])
+    for r in base:
+        assert r["seeded"] is False and r["val_loss"] > 0 and r["train_time_ms"] > 0
+        assert (folder / r["log"]).is_file() and r["log_sha256"] == sha(folder / r["log"])
+        text = (folder / r["log"]).read_text()
+        assert text.startswith('"""A stand-in for a public record') and "\nRESULT " not in text
+        assert r["command"][-1].endswith("baseline/train_gpt.py")  # no flags after the script
+    cand = next(r for r in m["runs"] if r["role"] == "candidate")
+    assert "--preset" in cand["command"] and "--seed" in cand["command"]
+    assert not list((folder / "baseline" / "logs").glob("*.txt"))  # moved, not copied
+    assert m["verdict"]["speedup"]["pairs"] == 1 and "step:4/4" in (folder / base[0]["console"]).read_text()

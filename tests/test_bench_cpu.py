@@ -39,3 +39,49 @@ def test_bench_muon_step_cpu(benchmark):
     muon = tg.Muon(hidden, lr=h.muon_lr, momentum=h.muon_momentum)
     benchmark.pedantic(muon.step, rounds=20, warmup_rounds=2)
     benchmark.extra_info["params"] = sum(p.numel() for p in hidden)
+
+
+PUBLIC = __import__("pathlib").Path(__file__).resolve().parents[2] / "shared/fixtures/modded_records/track_1_short"
+
+
+def public_sized_tree(dest, copies: int = 20):
+    """A tree the size of the public track-1 history (≈ 100 folders, ≈ 1,300 logs, ≈ 250 MB), made of
+    `copies` dated copies of each fixture folder, every log made distinct (so none is a repeat import)."""
+    import datetime as dt
+    import shutil
+
+    from harness import layout
+
+    for k in range(copies):
+        for folder in sorted(PUBLIC.iterdir()):
+            date, name = layout.folder_date(folder.name)
+            day = (dt.date.fromisoformat(date) + dt.timedelta(days=k)).isoformat()
+            out = dest / f"{day}_{name}{k}"
+            shutil.copytree(folder, out)
+            for log in out.rglob("*.txt"):
+                with open(log, "a") as f:
+                    f.write(f"\n# copy {k}\n")
+    return dest
+
+
+@pytest.mark.skipif(not PUBLIC.is_dir(), reason="shared fixtures absent")
+@pytest.mark.parametrize("verb", ["audit", "import"])
+def test_bench_whole_public_tree(benchmark, tmp_path, verb):
+    """`speedrun audit` and `speedrun import` of a public-history-sized tree (target: under 30 s each on
+    2 cores; the import writes every record, its evidence and the ledger)."""
+    import shutil
+
+    from harness import audit, importer
+
+    tree = public_sized_tree(tmp_path / "tree")
+    root = tmp_path / "proj"
+    (root / "records").mkdir(parents=True)
+    shutil.copytree(__import__("pathlib").Path(__file__).resolve().parents[1] / "records/gpt2-small",
+                    root / "records/gpt2-small")
+    run = (lambda: audit.audit_tree(tree, "gpt2-small")) if verb == "audit" else \
+        (lambda: importer.import_tree(str(tree), "gpt2-small", root=root))
+    out = benchmark.pedantic(run, rounds=1, iterations=1)
+    n = len(out["folders"]) if verb == "audit" else sum(i.action == "imported" for i in out.items)
+    assert n == 100
+    benchmark.extra_info["folders"] = n
+    benchmark.extra_info["MB"] = round(sum(p.stat().st_size for p in tree.rglob("*.txt")) / 1e6)

@@ -13,9 +13,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_harness_imports_without_torch_or_numpy():
-    """`import harness.cli` (and `speedrun --help`) work where torch and numpy cannot be imported."""
-    code = ("import sys; sys.modules['torch'] = None; sys.modules['numpy'] = None; "
-            "import harness.cli, harness.run, harness.track; "
+    """`import harness.cli` (and `speedrun --help`) work where torch, numpy and pandas cannot be imported."""
+    code = ("import sys; sys.modules['torch'] = sys.modules['numpy'] = sys.modules['pandas'] = None; "
+            "import harness, harness.cli, harness.run, harness.track; "
             "sys.argv = ['speedrun', '--help']; harness.cli.main()")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert p.returncode == 0, p.stderr

@@ -137,7 +137,7 @@ def test_embedded_paths_cannot_escape_the_record(root, tmp_path):
 
 
 @pytest.mark.parametrize("bad,field", [
-    ({"schema_version": 2}, "schema_version"), ({"date": "21/11/2026"}, "date"), ({"id": "../x"}, "id"),
+    ({"schema_version": 3}, "schema_version"), ({"date": "21/11/2026"}, "date"), ({"id": "../x"}, "id"),
     ({"files": {"../x": "0" * 64}}, "files"), ({"official": "yes"}, "official"), ({"extra": 1}, "extra"),
 ])
 def test_validate_names_the_bad_field(root, tmp_path, bad, field):

@@ -9,6 +9,7 @@ import pytest
 
 import logmaker
 from harness import cli, logs
+from harness.errors import InputError
 from harness.files import sha256_text
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -192,3 +193,30 @@ def test_bench_parse_throughput(benchmark, tmp_path):
     benchmark.pedantic(lambda: [logs.parse_file(f) for f in files], rounds=1, iterations=1)
     mbps = size / 1e6 / benchmark.stats.stats.mean
     print(f"\nparse: {size / 1e6:.0f} MB in {benchmark.stats.stats.mean:.2f} s = {mbps:.0f} MB/s")
+
+
+def test_frame_and_tidy_exports(tmp_path, capsys):
+    """`harness.frame(paths)` loads every step line of every trial (folders searched) into one tidy
+    DataFrame; `speedrun parse --csv/--parquet` write the same table; a named non-log file is bad input."""
+    import harness
+    import pandas as pd
+
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / "a.txt").write_text(logmaker.ours(seed=1, total=20, val_every=5))
+    (tmp_path / "logs" / "b.txt").write_text(logmaker.modded(trials=2, total=30, val_every=10))
+    (tmp_path / "logs" / "notes.txt").write_text("not a log\n")
+    df = harness.frame([tmp_path / "logs"])
+    assert list(df.columns)[:5] == ["file", "trial", "step", "total_steps", "kind"]
+    val = df[df.kind == "val"]
+    assert set(val.groupby("file").trial.nunique()) == {1, 2}  # b.txt holds two trials
+    a = val[val.file.str.endswith("a.txt")]
+    assert list(a.step) == [0, 5, 10, 15, 20] and a.val_loss.notna().all() and (df[df.kind == "train"].val_loss.isna()).all()
+    assert len(df[(df.file.str.endswith("a.txt")) & (df.kind == "train")]) == 20
+    files = [str(tmp_path / "logs" / n) for n in ("a.txt", "b.txt")]
+    assert cli.main(["parse", *files, "--csv", str(tmp_path / "t.csv"), "--parquet", str(tmp_path / "t.parquet"),
+                     "--json"]) == 0
+    capsys.readouterr()
+    csv_df, pq = pd.read_csv(tmp_path / "t.csv"), pd.read_parquet(tmp_path / "t.parquet")
+    assert len(csv_df) == len(pq) == len(df) and list(pq.columns) == list(df.columns)
+    with pytest.raises(InputError, match="not a run log"):
+        harness.frame([tmp_path / "logs" / "notes.txt"])

@@ -59,11 +59,13 @@ def test_clean_cpu_runs_pass_every_check(tmp_path, capsys):
 
 
 def test_clean_gpu_runs_pass_and_json_shape(tmp_path, capsys):
-    """Four 8×H100 gpt2-small runs pass; --json has ok, runs[file, ok, checks[name, ok, detail]] and the summary."""
+    """Four 8×H100 gpt2-small runs pass; --json has ok, runs[file, ok, checks[name, ok, detail]], the summary
+    and the rule epoch they were judged under."""
     paths = gpu_runs(tmp_path)
     assert cli.main(["verify", *map(str, paths), "--track", "gpt2-small", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["ok"] is True and set(out) == {"ok", "runs", "summary"}
+    assert out["ok"] is True and set(out) == {"ok", "runs", "summary", "rules"}
+    assert out["rules"]["name"] == "explicit warm-up, no extra flags"  # today's epoch of gpt2-small
     assert [r["file"] for r in out["runs"]] == list(map(str, paths))
     assert all(set(c) == {"name", "ok", "detail"} for r in out["runs"] for c in r["checks"])
     s = out["summary"]
@@ -196,10 +198,13 @@ def test_real_trainer_log(corpus, tmp_path_factory, tmp_path):
 
 
 def test_modded_eras_timing(tmp_path):
-    """The old rule allows the clock reset after step 10 only; trials in one file are runs named file#k."""
+    """The old rule allows the clock reset after step 10 only, and only in its own epoch (before the
+    timing change after record 21); trials in one file are runs named file#k."""
     old = tmp_path / "old.txt"
     old.write_text(logmaker.modded(reset10=True, leading_sep=True, train_loss=True))
-    assert check(judge([old], "gpt2-small"), 0, "timing").ok
+    assert check(judge([old], "gpt2-small", date="2024-12-01"), 0, "timing").ok
+    today = check(judge([old], "gpt2-small"), 0, "timing")
+    assert not today.ok and "steps 1–10 are untimed" in today.detail
     cur = tmp_path / "cur.txt"
     text = logmaker.modded()
     line = next(x for x in text.splitlines() if x.startswith("step:15/"))
@@ -211,11 +216,12 @@ def test_modded_eras_timing(tmp_path):
     v = judge([multi], "gpt2-small")
     assert [r.file for r in v.runs] == [f"{multi}#{k}" for k in (1, 2, 3)]
     assert all(check(v, k, n).ok for k in range(3) for n in ("complete", "timing", "hardware", "code"))
-    assert [c.name for c in v.runs[0].checks] == list(verify.CHECKS[:5])  # provenance is for our logs only
+    assert [c.name for c in v.runs[0].checks] == list(verify.CHECKS[:6])  # provenance and data: our logs only
 
 
 def test_fixtures_verify(tmp_path):
-    """Real public logs: complete, timing (both eras), hardware and code pass against gpt2-small / gpt2-medium."""
+    """Real public logs: complete, timing (both eras), hardware and code pass against gpt2-small / gpt2-medium,
+    each under the rules of the date it ran (a single run was a record before p < 0.01 was required)."""
     if not FIXTURES.is_dir():
         pytest.skip(f"{FIXTURES} absent")
     for name, track in [("2024-10-10_Muon", "gpt2-small"), ("2025-01-04_SoftCap", "gpt2-small"),
@@ -224,10 +230,11 @@ def test_fixtures_verify(tmp_path):
         v = judge([f], track)
         for n in ("complete", "timing", "hardware", "code"):
             assert check(v, 0, n).ok, (name, check(v, 0, n))
-        assert not check(v, 0, "target").ok  # one run cannot show p < 0.01
+        assert check(v, 0, "target").ok == (v.rules["significance"] == "single-run")  # one run: no p < 0.01
+    assert judge([next(FIXTURES.glob("2024-10-10_Muon*"))], "gpt2-small").rules["name"] == "single runs"
     llmc = next(FIXTURES.glob("*llmc*"))
     assert {c.name for c in judge([llmc], "gpt2-small").runs[0].checks if not c.ok} == {
-        "complete", "target", "timing", "hardware", "code"}
+        "complete", "target", "timing", "hardware", "code", "flags"}
 
 
 def test_exit_codes(tmp_path, capsys):

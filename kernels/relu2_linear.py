@@ -49,9 +49,10 @@ def _mm_kernel(A, AUX, B, C, CAUX, M, N, K,
     pid_m = first_m + (pid % (GROUP_M * grid_n)) % size_m
     pid_n = (pid % (GROUP_M * grid_n)) // size_m
 
-    rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    rk = tl.arange(0, BLOCK_K)
+    # int64 offsets: rows × row stride passes 2³¹ for long enough inputs (or strided views)
+    rm = pid_m.to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
+    rn = pid_n.to(tl.int64) * BLOCK_N + tl.arange(0, BLOCK_N)
+    rk = tl.arange(0, BLOCK_K).to(tl.int64)  # k strides can be large too (a transposed view)
     a_off = rm[:, None] * sam + rk[None, :] * sak
     b_off = rk[:, None] * sbk + rn[None, :] * sbn
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)

@@ -47,7 +47,8 @@ def _tanh(y):
 @triton.jit
 def _fwd_kernel(X, T, LOSS, LSE, N, V, sxn, cap,
                 ROWS: tl.constexpr, BLOCK_V: tl.constexpr):
-    rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
+    # int64: at 49,152 rows × 50,304 columns an element offset passes 2³¹ from row 42,692 on
+    rows = tl.program_id(0).to(tl.int64) * ROWS + tl.arange(0, ROWS)
     rmask = rows < N
     tgt = tl.load(T + rows, mask=rmask, other=IGNORE)
     m = tl.full((ROWS,), float("-inf"), tl.float32)
@@ -74,7 +75,8 @@ def _fwd_kernel(X, T, LOSS, LSE, N, V, sxn, cap,
 @triton.jit
 def _bwd_kernel(X, T, LSE, G, DX, N, V, sxn, sdn, cap,
                 ROWS: tl.constexpr, BLOCK_V: tl.constexpr):
-    rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
+    # int64: at 49,152 rows × 50,304 columns an element offset passes 2³¹ from row 42,692 on
+    rows = tl.program_id(0).to(tl.int64) * ROWS + tl.arange(0, ROWS)
     rmask = rows < N
     tgt = tl.load(T + rows, mask=rmask, other=IGNORE)
     lse = tl.load(LSE + rows, mask=rmask, other=0.0)

@@ -42,9 +42,11 @@ def _xxt_kernel(X, Y, C, M, K,
     pid_m, pid_n, b = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     if pid_m > pid_n:  # below the diagonal: the mirror of (pid_n, pid_m), written by that program
         return
+    # int64 offsets: a batch of Gram products (or a strided view) can place elements past 2³¹
+    pid_m, pid_n, b = pid_m.to(tl.int64), pid_n.to(tl.int64), b.to(tl.int64)
     rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     rn = pid_n * BLOCK_M + tl.arange(0, BLOCK_M)
-    rk = tl.arange(0, BLOCK_K)
+    rk = tl.arange(0, BLOCK_K).to(tl.int64)  # k strides can be large too (a transposed view)
     X += b * sxb
     a_ptr = X + rm[:, None] * sxm + rk[None, :] * sxk
     b_ptr = X + rn[None, :] * sxm + rk[:, None] * sxk  # Xᵀ's block, read straight from X

@@ -173,6 +173,58 @@ def test_relu2_linear_under_compile_fullgraph():
     assert rel(dx, dxr) <= tol["dx"]
 
 
+# ---- offsets past 2³¹ ---------------------------------------------------------------------------------
+
+FAR = 2 ** 30 + 7  # row stride: row 2 starts past element 2³¹
+
+
+def far_rows(values: torch.Tensor, stride: int = FAR) -> torch.Tensor:
+    """`values` as a (rows, cols) view whose row r starts at element r·stride of one big allocation, 2³¹
+    elements in. Only the rows' pages are ever touched (the rest stays virtual), so this is the record's
+    offsets without its gigabytes; and an int32 offset that wraps lands inside the same allocation, on
+    memory that is not the row: the kernel reads wrong values instead of crashing."""
+    rows, cols = values.shape
+    base = torch.empty(2 ** 31 + rows * stride + cols, dtype=values.dtype, device=values.device)
+    view = base.as_strided((rows, cols), (stride, 1), storage_offset=2 ** 31)
+    view.copy_(values)
+    return view
+
+
+@pytest.mark.parametrize("kernel", ["softcap_ce", "xxt", "relu2_linear"])
+def test_kernels_compute_offsets_in_64_bits(kernel):
+    """Each kernel addresses elements past 2³¹ correctly (under the interpreter int32 wraps as on a GPU):
+    softcap_ce forward and backward, xxt, and relu2_linear's three matmuls (its dW product reads x with
+    the big stride along k). bf16 views: 10.7 GB of address space, a few pages of memory."""
+    torch.manual_seed(0)
+    R = 3
+    if kernel == "softcap_ce":
+        vals = (4 * torch.randn(R, 96, device=DEV)).bfloat16()
+        t = torch.randint(0, 96, (R,), device=DEV)
+        x = far_rows(vals).requires_grad_()
+        loss = softcap_ce.softcap_ce(x, t, 15.0, "none")
+        ref_x = vals.float().requires_grad_()
+        ref = softcap_ce.softcap_ce_reference(ref_x, t, 15.0, "none")
+        assert rel(loss, ref) <= softcap_ce.TOLERANCE[BF16]["loss"], (loss, ref)
+        g, = torch.autograd.grad(loss.sum(), x)
+        gr, = torch.autograd.grad(ref.sum(), ref_x)
+        assert rel(g, gr) <= softcap_ce.TOLERANCE[BF16]["dx"]
+    elif kernel == "xxt":
+        X = far_rows(torch.randn(R, 40, device=DEV).bfloat16())
+        assert rel(xxt.xxt(X), xxt.xxt_reference(X.contiguous())) <= xxt.TOLERANCE[BF16]["C"]
+    else:
+        xs = torch.randn(R, 48, device=DEV).bfloat16()
+        w = (0.2 * torch.randn(64, 48, device=DEV)).bfloat16()
+        xf = far_rows(xs)
+        y, pre = relu2_linear.relu2_linear_fwd(xf, w)
+        tol = relu2_linear.TOLERANCE[BF16]
+        assert rel(y, relu2_linear.relu2_linear_reference(xs, w)) <= tol["y"]
+        gy = torch.randn_like(y)
+        dx, dw = relu2_linear.relu2_linear_bwd(gy, pre, xf, w)
+        xr, wr = xs.clone().requires_grad_(), w.clone().requires_grad_()
+        dxr, dwr = torch.autograd.grad(relu2_linear.relu2_linear_reference(xr, wr), (xr, wr), gy)
+        assert rel(dx, dxr) <= tol["dx"] and rel(dw, dwr) <= tol["dw"]
+
+
 # ---- capability: chosen once, only after a matching launch ---------------------------------------------
 
 def test_capability_auto_on_cpu_says_once_and_uses_none():

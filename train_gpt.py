@@ -116,6 +116,11 @@ PRESETS = {
         val_every=125, warmup_steps=10,
     ),
 }
+# gpt2-small's code path at a width and length a CPU runs in seconds: the same 12 layers (so Muon shards the
+# same groups over 8 ranks), grad_accum split, data slicing, vocab and schedules. For tests and `speedrun
+# doctor` on synthetic shards in FineWeb's format; never a record.
+PRESETS["gpt2-small-smoke"] = replace(PRESETS["gpt2-small"], model_dim=64, num_heads=2, seq_len=512,
+                                      val_seq_len=1024, val_tokens=8192, warmup_steps=2)
 
 
 def parse_args(argv=None):
@@ -162,11 +167,17 @@ def setup_distributed() -> torch.device:
         torch.cuda.set_device(device)
     else:
         device = torch.device("cpu")
-        # Share the cores among local ranks: oversubscribed threads make CPU runs several times slower.
+        # Share the cores among local ranks: oversubscribed threads make CPU runs several times slower. An
+        # explicit OMP_NUM_THREADS (torchrun sets 1 per rank) is the user's choice and wins.
         local_world = int(os.environ.get("LOCAL_WORLD_SIZE", WORLD_SIZE))
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_world))
+        threads = os.environ.get("OMP_NUM_THREADS", "")
+        torch.set_num_threads(int(threads) if threads.isdigit() and int(threads) > 0
+                              else max(1, (os.cpu_count() or 1) // local_world))
     if WORLD_SIZE > 1:
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        if device.type == "cuda":  # device_id binds the NCCL communicator to this rank's GPU eagerly (2.3+ docs)
+            dist.init_process_group(backend="nccl", device_id=device)
+        else:
+            dist.init_process_group(backend="gloo")
     return device
 
 
@@ -174,6 +185,14 @@ def sync(device: torch.device):
     """The clock is read only after this: CUDA work is asynchronous, CPU work is not."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def to_device(batch: Tensor, device: torch.device) -> Tensor:
+    """A CPU batch onto the device without stalling the host: pinned memory makes the copy asynchronous
+    (non_blocking) on CUDA; a CPU run uses the batch as it is."""
+    if device.type != "cuda":
+        return batch
+    return batch.pin_memory().to(device, non_blocking=True)
 
 
 def compute_dtype(device: torch.device) -> torch.dtype:
@@ -190,15 +209,24 @@ def compute_dtype(device: torch.device) -> torch.dtype:
 
 class NoKernels:
     """The torch path everywhere (what `import train_gpt` gets; main() picks the real set)."""
-    xxt = softcap_ce = fp8_linear = relu2_linear = None
+    xxt = softcap_ce = fp8_head = relu2_linear = None
 
 
 KERNELS = NoKernels()
 
 
-def pick_kernels(device: torch.device, mode: str, say) -> None:
-    """Triton kernels and FP8 where a tiny start-up launch matched the reference, else the torch path.
-    Runs before the log is written, so that the log embeds the kernels/*.py files it imported."""
+def kernel_shapes(h: Hyperparameters) -> dict:
+    """The shapes each kernel runs at in this preset (per rank, per micro-batch): the start-up check and
+    race use these, not toy ones."""
+    tokens, d, hidden = h.batch_seqs * h.seq_len, h.model_dim, h.mlp_ratio * h.model_dim
+    return {"xxt": dict(M=d, K=hidden), "softcap_ce": dict(N=tokens, V=h.vocab_size),
+            "fp8_head": dict(N=tokens, K=d, V=h.vocab_size), "relu2_linear": dict(M=tokens, K=d, N=hidden)}
+
+
+def pick_kernels(device: torch.device, mode: str, say, h: Hyperparameters) -> None:
+    """Triton kernels and FP8 where they matched the reference at this preset's shapes and, on CUDA, were
+    not slower than the torch path; else the torch path. Runs before the log is written, so that the
+    log embeds the kernels/*.py files it imported."""
     global KERNELS
     if mode == "off":
         return say("kernels: off (--kernels off) → torch reference everywhere")
@@ -206,7 +234,26 @@ def pick_kernels(device: torch.device, mode: str, say) -> None:
         from kernels.capability import select
     except ImportError as e:  # e.g. a copy of this file without its kernels/ folder
         return say(f"kernels: cannot import kernels/ ({e}) → torch reference everywhere")
-    KERNELS = select(device, mode, say=say)
+    KERNELS = select(device, mode, say=say, shapes=kernel_shapes(h) if device.type == "cuda" else None)
+
+
+def node_figures(device: torch.device) -> dict:
+    """What this node delivers, measured at start-up (untimed) on every rank and logged, so a reviewer sees
+    on what node a time was taken: matmul TFLOP/s (% of peak), all-reduce bandwidth over this run's
+    process group, GPU names and clocks (kernels/node.py, the probes of `speedrun doctor`)."""
+    try:
+        from kernels import node
+    except ImportError as e:
+        return {"error": f"kernels/node.py not importable: {e}"}
+    m = node.matmul(device, "bf16", side=4096 if device.type == "cuda" else 512, seconds=0.2)
+    out = {"matmul_bf16_tflops": round(m["tflops"], 3), "matmul_bf16_pct_peak": m["pct_peak"] and round(m["pct_peak"], 1)}
+    if WORLD_SIZE > 1:
+        r = node.allreduce(64 if device.type == "cuda" else 4, device, iters=5)
+        out.update(allreduce_busbw_gbps=round(r["busbw_gbps"], 2), allreduce_mib=r["bytes"] >> 20)
+    if device.type == "cuda" and RANK == 0:
+        out["gpus"] = [{k: g[k] for k in ("name", "sm_clock_mhz", "max_sm_clock_mhz", "power_limit_w")}
+                       for g in node.gpus()]
+    return out
 
 
 def maybe_compile(model: nn.Module, device: torch.device, enabled: bool) -> nn.Module:
@@ -222,12 +269,29 @@ def maybe_compile(model: nn.Module, device: torch.device, enabled: bool) -> nn.M
     return torch.compile(model, dynamic=False)
 
 
-# -----------------------------------------------------------------------------------------------
-# Attention masks: causal, within one document, within a sliding window. One mask function serves
-# FlexAttention (block-sparse, CUDA) and SDPA with a dense mask (CPU, where FlexAttention has no
-# backward), so the two paths attend over exactly the same keys.
+def compiled_graphs() -> int | None:
+    """Graphs torch.compile has built so far in this process (torch._dynamo's own counter), or None when
+    nothing was compiled: one more after the warm-up is a recompile inside the timed run."""
+    from torch._dynamo.utils import counters
 
-def doc_causal_window(docs: Tensor, window: int):
+    return counters["stats"]["unique_graphs"] or None
+
+
+def graph_breaks() -> int:
+    """Graph breaks torch.compile met (each one splits a graph: Python runs between the pieces)."""
+    from torch._dynamo.utils import counters
+
+    return sum(counters["graph_break"].values())
+
+
+# -----------------------------------------------------------------------------------------------
+# Attention masks: causal, within one document, within a sliding window. Built inside the compiled
+# forward from the tokens and a window *tensor*: a new window is new data, never a new graph (a window
+# passed as a Python int is a guard, and every value a recompile). FlexAttention gets block masks
+# (block-sparse, CUDA); SDPA a dense mask (CPU, where FlexAttention has no backward). Both attend over
+# exactly the same keys: the block masks carry the token-level mask for their partial blocks.
+
+def doc_causal_window(docs: Tensor, window: Tensor):
     def mask_mod(b, h, q_idx, kv_idx):
         same_doc = docs[b, q_idx] == docs[b, kv_idx]
         return (q_idx >= kv_idx) & same_doc & (q_idx - kv_idx < window)
@@ -238,13 +302,13 @@ class DenseAttention:
     """SDPA with a boolean (B, 1, T, T) mask evaluated from the mask function."""
     name = "SDPA with a dense doc-causal-window mask"
 
-    def masks(self, input_seq: Tensor, windows: tuple[int, int]):
+    def masks(self, input_seq: Tensor, windows: Tensor):
         B, T = input_seq.shape
         docs = (input_seq == self.eot).cumsum(1)
         b = torch.arange(B, device=input_seq.device)[:, None, None, None]
         i = torch.arange(T, device=input_seq.device)
-        return tuple(doc_causal_window(docs, w)(b, None, i[None, None, :, None], i[None, None, None, :])
-                     for w in windows)
+        return tuple(doc_causal_window(docs, windows[k])(b, None, i[None, None, :, None], i[None, None, None, :])
+                     for k in range(2))
 
     def __call__(self, q, k, v, mask, scale):
         if q.dtype == torch.bfloat16:
@@ -256,26 +320,44 @@ class DenseAttention:
 
 
 class FlexAttention:
-    """FlexAttention with block masks, built once per step outside the compiled model."""
-    name = "flex_attention with block masks"
+    """FlexAttention with block masks computed blockwise from document boundaries: O((T/block)²) work,
+    never a T×T mask (48k² at the record shape)."""
+    name = "flex_attention with block masks from document boundaries"
 
-    def __init__(self):
-        from torch.nn.attention.flex_attention import create_block_mask, flex_attention
-        self.create_block_mask, self.flex = create_block_mask, flex_attention
+    def __init__(self, block: int):
+        from torch.nn.attention.flex_attention import BlockMask, flex_attention
+        self.BlockMask, self.flex, self.block = BlockMask, flex_attention, block
 
-    def masks(self, input_seq: Tensor, windows: tuple[int, int]):
+    def masks(self, input_seq: Tensor, windows: Tensor):
         B, T = input_seq.shape
+        n, bs = T // self.block, self.block
         docs = (input_seq == self.eot).cumsum(1)
-        # _compile: build the block mask blockwise instead of materialising a T×T (48k² here) mask
-        return tuple(self.create_block_mask(doc_causal_window(docs, w), B, None, T, T, device=input_seq.device,
-                                            _compile=True) for w in windows)
+        lo, hi = docs.view(B, n, bs)[..., 0], docs.view(B, n, bs)[..., -1]  # each block's first and last doc
+        qb = torch.arange(n, device=input_seq.device)[:, None]
+        kb = torch.arange(n, device=input_seq.device)[None, :]
+        doc_any = (lo[:, :, None] <= hi[:, None, :]) & (hi[:, :, None] >= lo[:, None, :])  # some pair shares a doc
+        doc_all = (lo[:, :, None] == hi[:, None, :]) & (hi[:, :, None] == lo[:, None, :])  # one doc throughout
+        out = []
+        for k in range(2):
+            w = windows[k]
+            some = (qb >= kb) & ((qb - kb) * bs - (bs - 1) < w) & doc_any  # some (q, kv) of the pair attends
+            every = (qb > kb) & ((qb - kb) * bs + (bs - 1) < w) & doc_all  # every (q, kv) attends: no mask_mod
+            (pn, pi), (fn, fi) = self._ordered(some & ~every), self._ordered(every)
+            out.append(self.BlockMask.from_kv_blocks(pn, pi, fn, fi, BLOCK_SIZE=bs, mask_mod=doc_causal_window(docs, w)))
+        return tuple(out)
+
+    @staticmethod
+    def _ordered(dense: Tensor):
+        dense = dense[:, None]  # (B, heads=1, q blocks, kv blocks)
+        return (dense.sum(-1, dtype=torch.int32),
+                dense.to(torch.int8).argsort(dim=-1, descending=True, stable=True).to(torch.int32))
 
     def __call__(self, q, k, v, mask, scale):
         return self.flex(q, k, v, block_mask=mask, scale=scale)
 
 
-def pick_attention(device: torch.device, eot: int):
-    attn = FlexAttention() if device.type == "cuda" else DenseAttention()
+def pick_attention(device: torch.device, eot: int, block: int):
+    attn = FlexAttention(block) if device.type == "cuda" else DenseAttention()
     attn.eot = eot
     if device.type != "cuda":
         print0(f"attention: CPU → {attn.name} (FlexAttention has no CPU backward)")
@@ -391,8 +473,10 @@ class GPT(nn.Module):
         ve = [e(input_seq) for e in self.value_embeds]
         return ve + [None] * (L - 2 * n) + ve  # layers 0..n-1 and L-n..L-1 share the same n tables
 
-    def forward(self, input_seq: Tensor, target_seq: Tensor, masks: tuple, reduction: str = "mean") -> Tensor:
-        long_mask, short_mask = masks
+    def forward(self, input_seq: Tensor, target_seq: Tensor, windows: Tensor, reduction: str = "mean") -> Tensor:
+        """The loss of target_seq given input_seq; `windows` = (long, short) attention windows in tokens, a
+        tensor, so every window of the schedule runs through one compiled graph."""
+        long_mask, short_mask = self.attend.masks(input_seq, windows)
         x = x0 = norm(self.embed(input_seq).to(self.act_dtype))
         ves = [ve if ve is None else ve.to(self.act_dtype) for ve in self.layer_value_embeds(input_seq)]
         skips, half = [], self.h.num_layers // 2
@@ -404,11 +488,10 @@ class GPT(nn.Module):
             if i < half:
                 skips.append(x)
         x = norm(x)
-        if KERNELS.fp8_linear is not None:
-            logits = KERNELS.fp8_linear(x, self.lm_head.weight)
-        else:
-            logits = self.lm_head(x)
-        c, logits, targets = self.h.logit_softcap, logits.view(-1, logits.size(-1)), target_seq.reshape(-1)
+        c, targets = self.h.logit_softcap, target_seq.reshape(-1)
+        if KERNELS.fp8_head is not None and self.training:  # FP8 trains; validation is judged in bf16
+            return KERNELS.fp8_head(x.view(-1, x.size(-1)), self.lm_head.weight, targets, c, reduction)
+        logits = self.lm_head(x).view(-1, self.h.vocab_size)
         if KERNELS.softcap_ce is not None:  # never materialises the fp32 logits
             return KERNELS.softcap_ce(logits, targets, c, reduction)
         logits = c * torch.tanh(logits.float() / c)
@@ -583,9 +666,7 @@ def train_batches(files: list[str], h: Hyperparameters, device: torch.device):
             pos = bos[j] + T
         for micro in range(RANK, h.grad_accum, WORLD_SIZE):
             rows = np.stack(seqs[micro * h.batch_seqs:(micro + 1) * h.batch_seqs])
-            buf = torch.from_numpy(rows.astype(np.int64))
-            if device.type == "cuda":
-                buf = buf.pin_memory().to(device, non_blocking=True)
+            buf = to_device(torch.from_numpy(rows.astype(np.int64)), device)
             yield buf[:, :-1], buf[:, 1:]
 
 
@@ -617,7 +698,7 @@ def val_batches(files: list[str], h: Hyperparameters, device: torch.device):
         y = np.full((len(batch), h.val_seq_len), -100, dtype=np.int64)
         for row, (p, q) in enumerate(batch):
             x[row, :q - p], y[row, :q - p] = tokens[p:q], tokens[p + 1:q + 1]
-        yield torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
+        yield to_device(torch.from_numpy(x), device), to_device(torch.from_numpy(y), device)
 
 
 def sha256_file(path: str) -> str:
@@ -732,7 +813,8 @@ def main(argv=None):
         h = replace(h, val_every=args.val_every)
     device = setup_distributed()
     kernel_lines = []  # said in the run section, once the log is open
-    pick_kernels(device, args.kernels, kernel_lines.append)
+    pick_kernels(device, args.kernels, kernel_lines.append, h)
+    node = node_figures(device)  # every rank: the all-reduce needs them all
     sources = source_files()  # this file and the kernels just imported, before anything can change on disk
     run_id = args.run_id or str(uuid.uuid4())
     if WORLD_SIZE > 1:  # every rank names the same log
@@ -760,6 +842,7 @@ def main(argv=None):
                *(f"code_sha256 {name}: {hashlib.sha256(src.encode()).hexdigest()}" for name, src in sources.items()),
                f"data_sha256: {data_sha} ({len(train_files)} train + {len(val_files)} val shards in {data_dir})",
                *(f"val_shard_sha256 {Path(f).name}: {sha256_file(f)}" for f in val_files),  # vs the track's pin
+               f"node: {json.dumps(node)}",
                SEPARATOR]
         for line in env:
             print0(line, console=False)
@@ -767,7 +850,7 @@ def main(argv=None):
     log(f"hyperparameters: {json.dumps(asdict(h))}", console=False)
 
     # Every derived quantity, once.
-    attend = pick_attention(device, h.eot_token)
+    attend = pick_attention(device, h.eot_token, h.window_block)
     for line in kernel_lines:
         log(line)
     torch.manual_seed(args.seed)  # same seed on every rank: identical initial weights, nothing to broadcast
@@ -787,13 +870,16 @@ def main(argv=None):
         + (f" (stopping early: preset has {h.num_steps})" if num_steps < h.num_steps else ""))
     log(f"val: first {h.val_tokens:,} tokens every {h.val_every} steps and at the last; windows "
         f"{attention_windows(0, h)} → {attention_windows(h.num_steps, h)} tokens")
+    # Every step's windows, on the device once: a step indexes a row (no host-to-device copy, no new graph).
+    window_table = torch.tensor([attention_windows(s, h) for s in range(h.num_steps + 1)], device=device)
+    val_windows = torch.tensor([h.window_max, max(h.window_block, h.window_max // 2)], device=device)
 
     def train_step(step: int, batches) -> Tensor:
-        windows = attention_windows(step, h)
+        windows = window_table[step]
         total = torch.zeros((), device=device)
         for _ in range(h.grad_accum // WORLD_SIZE):
             x, y = next(batches)
-            loss = model(x, y, attend.masks(x, windows)) / (h.grad_accum // WORLD_SIZE)
+            loss = model(x, y, windows) / (h.grad_accum // WORLD_SIZE)
             if fault.get("nan") == step:
                 loss = loss * float("nan")
             loss.backward()
@@ -811,16 +897,18 @@ def main(argv=None):
 
     @torch.no_grad()
     def evaluate() -> float:
-        windows = (h.window_max, max(h.window_block, h.window_max // 2))
+        raw_model.eval()  # the bf16 LM head: FP8's rounding has no place in the number a record is judged on
         total = torch.zeros(2, device=device, dtype=torch.float64)
         for x, y in val_batches(val_files, h, device):
-            total[0] += model(x, y, attend.masks(x, windows), reduction="sum").double()
+            total[0] += model(x, y, val_windows, reduction="sum").double()
             total[1] += (y >= 0).sum()
         if WORLD_SIZE > 1:
             dist.all_reduce(total)
+        raw_model.train()
         return (total[0] / total[1]).item()  # sync point: the value is printed
 
     # Warm-up (untimed): compiles and touches every code path, then state goes back to the start.
+    warm_t0 = time.perf_counter()
     if h.warmup_steps:
         log(f"warm-up: {h.warmup_steps} steps and one validation, untimed; then resetting model and optimizer state")
         initial = copy.deepcopy(dict(model=raw_model.state_dict(), opts=[o.state_dict() for o in optimizers]))
@@ -834,6 +922,12 @@ def main(argv=None):
         del initial
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
+    sync(device)
+    warmup_s = time.perf_counter() - warm_t0
+    graphs_warm = compiled_graphs()
+    log(f"warm-up: {warmup_s:.1f} s" + ("" if graphs_warm is None else
+        f"; compile: {graphs_warm} graph(s) (training and validation), {graph_breaks()} graph break(s); any "
+        "more graphs would be recompiles inside the timed run"))
 
     batches = train_batches(train_files, h, device)
     train_time_ms, val_loss = 0.0, float("nan")
@@ -872,10 +966,14 @@ def main(argv=None):
 
     allocated, reserved = peak_memory(device)
     log(f"peak memory allocated: {allocated} MiB reserved: {reserved} MiB")
+    recompiles = None if graphs_warm is None else compiled_graphs() - graphs_warm
+    if recompiles is not None:
+        log(f"compile: {recompiles} recompile(s) after the warm-up")
     result = dict(track=h.track, preset=args.preset, seed=args.seed, run_id=run_id, val_loss=round(val_loss, 6),
                   train_time_ms=round(train_time_ms, 1), steps=step, num_steps=h.num_steps,
                   step_avg_ms=round(train_time_ms / max(step, 1), 3), tokens_per_step=tokens_per_step,
                   world_size=WORLD_SIZE, device=device.type, code_sha256=code_sha, data_sha256=data_sha,
+                  graphs=graphs_warm, recompiles=recompiles, graph_breaks=graph_breaks(), warmup_s=round(warmup_s, 1),
                   peak_memory_mib=allocated, log=str(Path(args.log_dir) / f"{run_id}.txt"))
     log("RESULT " + json.dumps(result))
     if LOG is not None:

@@ -43,8 +43,10 @@ log's sha256 against it.
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -119,7 +121,11 @@ def load_manifest(folder: str | Path) -> dict:
     return data
 
 
-def new_attempt_id(track: str) -> str:
+def new_attempt_id(track: str, shared: str | None = None) -> str:
+    """A fresh id; or, for a multi-node attempt, one every node derives alike from the rendezvous id it
+    was given (so every node writes the same attempt folder name and passes the same run ids)."""
+    if shared:
+        return f"{track}-{re.sub(r'[^A-Za-z0-9._-]+', '_', shared)[:60]}"
     now = _dt.datetime.now(_dt.timezone.utc)
     return f"{now:%Y%m%d-%H%M%S}-{track}-{uuid.uuid4().hex[:6]}"
 
@@ -234,9 +240,15 @@ def run_attempt(o: Options, console=None) -> tuple[int, dict]:
         raise InputError(f"--baseline {rec.id} is a {rec.track} record; this attempt is on {track['name']}")
     data_dir, _ = launcher.prepare_data(track, o.data_dir)
 
-    aid = new_attempt_id(track["name"])
+    if o.nnodes > 1 and not o.rdzv_id:
+        raise InputError(f"--nnodes {o.nnodes} needs --rdzv-id: every node derives the attempt and run ids from it "
+                         "(under SLURM: --rdzv-id \"$SLURM_JOB_ID\")")
+    aid = new_attempt_id(track["name"], o.rdzv_id if o.nnodes > 1 else None)
     adir = repo_root() / "logs" / "attempts" / aid
-    adir.mkdir(parents=True)
+    try:
+        adir.mkdir(parents=True)
+    except FileExistsError:
+        raise InputError(f"{adir}: exists; a multi-node attempt needs a --rdzv-id of its own") from None
     base = None
     if rec is not None:
         base = {"record": rec.id, "script": str(snapshot_baseline(rec, adir / "baseline")),
@@ -287,6 +299,15 @@ def run_attempt(o: Options, console=None) -> tuple[int, dict]:
     return code, finite(m)
 
 
+def _endpoint(endpoint: str | None, k: int, node_rank: int | None) -> str | None:
+    """Run k's rendezvous address: under the static rendezvous (--node-rank) each run gets a port of its
+    own, so a run's master port is never one the previous run's processes may still hold."""
+    if endpoint is None or node_rank is None:
+        return endpoint
+    host, _, port = endpoint.rpartition(":")
+    return f"{host}:{int(port) + k}" if port.isdigit() else endpoint
+
+
 def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
@@ -305,9 +326,10 @@ def _run_all(o, track, plan, script, base, data_dir, nproc, manifest, console) -
         try:
             for k, (role, seed) in enumerate(plan):
                 tag = "b" if role == "baseline" else "c"
-                run_id = f"{track['name']}-{tag}{k}-s{seed}-{uuid.uuid4().hex[:6]}"
+                run_id = f"{track['name']}-{tag}{k}-s{seed}-{hashlib.sha256(manifest.data['id'].encode()).hexdigest()[:6]}"
                 launch = launcher.Launch(nproc=nproc, nnodes=o.nnodes, node_rank=o.node_rank,
-                                       rdzv_endpoint=o.rdzv_endpoint, rdzv_id=f"{o.rdzv_id or 'speedrun'}-{k}")
+                                         rdzv_endpoint=_endpoint(o.rdzv_endpoint, k, o.node_rank),
+                                         rdzv_id=f"{o.rdzv_id or 'speedrun'}-{k}")
                 if launch.torchrun:  # each rank's output in files, and tagged on the console
                     launch = replace(launch, rank_logs=adir / "ranks" / run_id)
                 run_script = Path(base["script"]) if role == "baseline" else script

@@ -16,20 +16,20 @@ from pathlib import Path
 
 from harness.errors import InputError
 from harness.files import atomic_write
-from kernels import NAMES
+from kernels import ALL
 
 
 def run(names, *, shapes: str | None, compiled: bool, compare_with: str | None, threshold: float, save_to: Path | None,
         out: str | None, say) -> tuple[bool, dict]:
     """Check and time the kernels; (failed, results document). The document gains `commit`, `compare`
     (rows against `compare_with`, and whether anything regressed past `threshold`) and `notes`."""
-    unknown = [n for n in names if n not in NAMES]
+    unknown = [n for n in names if n not in ALL]
     if unknown:
-        raise InputError(f"bench: unknown kernel(s) {', '.join(unknown)}; choose from {', '.join(NAMES)}")
+        raise InputError(f"bench: unknown kernel(s) {', '.join(unknown)}; choose from {', '.join(ALL)}")
     earlier = load_results(compare_with) if compare_with else None
     from kernels import bench  # torch (and triton), lazily
 
-    doc = bench.run(names or NAMES, shapes=shapes, compiled=compiled, say=say)
+    doc = bench.run(names or ALL, shapes=shapes, compiled=compiled, say=say)
     doc["commit"] = git_commit(Path(__file__).resolve().parent.parent)
     notes, regressed = [], False
     if earlier is not None:

@@ -221,6 +221,15 @@ def cmd_audit(args) -> int:
     return _emit(args, rep, audit.render)
 
 
+def cmd_doctor(args) -> int:
+    from harness import doctor, launch
+
+    track = args.track or ("gpt2-small" if launch.gpu_count() else "tiny-cpu")
+    say = (lambda line: print(line, file=sys.stderr)) if args.json else print
+    rep = doctor.run(track, quick=args.quick, say=say)
+    return _emit(args, rep, doctor.render, EXIT_OK if rep["ok"] else EXIT_FAIL)
+
+
 # ---- bench: kernels against their references ---------------------------------------------------------
 
 def cmd_bench(args) -> int:
@@ -376,6 +385,14 @@ def build_parser() -> argparse.ArgumentParser:
     au.add_argument("--readme", metavar="README", help="the public README.md whose record table links into TREE")
     au.add_argument("--json", action="store_true", help="print the report as JSON")
     au.set_defaults(func=cmd_audit)
+
+    why = ("check this node before an attempt: environment, matmul and all-reduce throughput, every kernel at the "
+           "preset's shapes, the track's preset for a few dozen steps on synthetic shards; exit 0 sound, 1 not")
+    dr = sub.add_parser("doctor", help=why, description=why)
+    dr.add_argument("--track", help="the track to check for (default: gpt2-small with a GPU, else tiny-cpu)")
+    dr.add_argument("--quick", action="store_true", help="half the steps and shorter timings (on CPU: no compile)")
+    dr.add_argument("--json", action="store_true", help="print the report as JSON (progress on stderr)")
+    dr.set_defaults(func=cmd_doctor)
 
     why = "check each kernel against its reference, then time it beside the eager and compiled reference"
     b = sub.add_parser("bench", help=why, description=why)

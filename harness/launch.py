@@ -25,7 +25,11 @@ DIVERGED = "diverged:"  # the trainer's line (exit code 3) when the loss went na
 @dataclass(frozen=True)
 class Launch:
     """How the trainer's processes start: one plain process, torchrun on one node (--standalone), or
-    torchrun joining a multi-node rendezvous (every node runs the same command)."""
+    torchrun joining a multi-node rendezvous (every node runs the same command). With --node-rank the
+    rendezvous is static (torchrun's --master-addr/--master-port): node r holds global ranks
+    r·nproc … r·nproc + nproc − 1, so node 0 holds global rank 0 and the log. Without it, c10d assigns
+    ranks in the order nodes arrive (torchrun ignores --node-rank under c10d), and the log lands on
+    whichever node got rank 0."""
     nproc: int = 1
     nnodes: int = 1
     node_rank: int | None = None
@@ -46,10 +50,15 @@ class Launch:
         if self.nnodes > 1:
             if not self.rdzv_endpoint:
                 raise InputError(f"--nnodes {self.nnodes} needs --rdzv-endpoint HOST:PORT (the first node's address)")
-            cmd += [f"--nnodes={self.nnodes}", f"--rdzv-backend={self.rdzv_backend}",
-                    f"--rdzv-endpoint={self.rdzv_endpoint}", f"--rdzv-id={self.rdzv_id or 'speedrun'}"]
             if self.node_rank is not None:
-                cmd.append(f"--node-rank={self.node_rank}")
+                host, _, port = self.rdzv_endpoint.rpartition(":")
+                if not host or not port.isdigit():
+                    raise InputError(f"--rdzv-endpoint {self.rdzv_endpoint}: expected HOST:PORT")
+                cmd += [f"--nnodes={self.nnodes}", f"--node-rank={self.node_rank}", f"--master-addr={host}",
+                        f"--master-port={port}"]
+            else:
+                cmd += [f"--nnodes={self.nnodes}", f"--rdzv-backend={self.rdzv_backend}",
+                        f"--rdzv-endpoint={self.rdzv_endpoint}", f"--rdzv-id={self.rdzv_id or 'speedrun'}"]
         else:
             cmd.append("--standalone")
         cmd.append(f"--nproc_per_node={self.nproc}")

@@ -126,6 +126,7 @@ class Environment:
     data_sha256: str | None = None
     val_shard_sha256: dict = field(default_factory=dict)  # val shard file name → hex (vs the track's [data.pin])
     date: str | None = None  # when the run started, from nvidia-smi's header (YYYY-MM-DDTHH:MM:SS)
+    node: dict = field(default_factory=dict)  # our `node: {json}` line: matmul TFLOP/s, all-reduce GB/s, GPUs
 
 
 @dataclass
@@ -311,6 +312,11 @@ def _parse_env(lines: list[str], rows: range) -> Environment:
                 env.val_shard_sha256[m.group(1)] = m.group(2)
         elif line.startswith("CPU: "):
             env.cpu = line[5:]
+        elif line.startswith("node: {"):
+            try:
+                env.node = json.loads(line[6:])
+            except ValueError:
+                pass
         elif env.date is None and line[:3] in ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun") and \
                 (m := SMI_DATE.match(line)):
             env.date = f"{m[4]}-{MONTHS.index(m[1]) + 1:02d}-{int(m[2]):02d}T{m[3]}"

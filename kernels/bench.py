@@ -30,7 +30,7 @@ from typing import Callable
 
 import torch
 
-from kernels import NAMES
+from kernels import ALL
 
 # Dense peaks (no sparsity): bf16 and fp8 tensor-core TFLOP/s, HBM GB/s. Matched by substring of
 # torch.cuda.get_device_name(), first match wins (so "H100 PCIe" before the SXM's "H100").
@@ -43,7 +43,7 @@ PEAKS = [
     ("A100-SXM4-40GB", dict(bf16=312.0, fp8=None, mem=1555.0)),
     ("L4", dict(bf16=121.0, fp8=242.5, mem=300.0)),
 ]
-TRITON = {"xxt", "softcap_ce", "relu2_linear"}  # fp8_linear is `_scaled_mm`: it runs on CPU too
+TRITON = {"xxt", "softcap_ce", "fp8_head", "relu2_linear"}  # fp8_linear is `_scaled_mm` alone: it runs on CPU too
 
 
 def peaks_for(device_name: str) -> dict | None:
@@ -64,69 +64,38 @@ class Case:
     work: float  # FLOPs or bytes per call
     unit: str  # "TFLOP/s" or "GB/s"
     peak: str  # key into PEAKS' dicts
-    module: object  # the kernel's module: its self_check and TOLERANCE decide whether it is timed
-    check_shape: dict  # keyword arguments of the module's self_check at this case's shape
+    module: object  # the kernel's module: its example/outputs and TOLERANCE decide whether it is timed
+    check_shape: dict  # keyword arguments of the module's example at this case's shape
 
 
-def _fwd_bwd(op):
-    """op(x, w) forward and backward; returns (y, dx, dw) so the check sees all three."""
-    def run(x, w, g):
-        y = op(x, w)
-        dx, dw = torch.autograd.grad(y, (x, w), g)
-        return y, dx, dw
-    return run
-
-
-def cases(shapes: str, device: torch.device, names=NAMES) -> list[Case]:
+def cases(shapes: str, device: torch.device, names=ALL) -> list[Case]:
     """gpt2-small per rank: 48k tokens × 768 wide, MLP 3072, vocab 50,304; Muon's largest Gram
-    product is the (768 × 3072) MLP update. small: the tiny preset's shapes."""
+    product is the (768 × 3072) MLP update. small: the tiny preset's shapes. Inputs and the fwd + bwd
+    of kernel and reference are each module's own `example` and `outputs`."""
+    import importlib
+
     if shapes == "record":
         T, D, H, V, (gm, gk) = 48 * 1024, 768, 3072, 50304, (768, 3072)
     elif shapes == "small":
         T, D, H, V, (gm, gk) = 4096, 128, 512, 128, (128, 512)
     else:
         raise ValueError(f"--shapes must be record or small, got {shapes!r}")
-    bf16 = torch.bfloat16
+    table = {  # label, keyword shape of `example`, work per call, unit, peak key
+        "xxt": (f"X {gm}×{gk} bf16 → {gm}×{gm} (+ the Polar Express epilogue)", dict(M=gm, K=gk),
+                2 * 2.0 * gm * gm * gk, "TFLOP/s", "bf16"),
+        "softcap_ce": (f"logits {T}×{V} bf16, fwd+bwd", dict(N=T, V=V), 3.0 * T * V * 2, "GB/s", "mem"),
+        "fp8_linear": (f"LM head {T}×{D} · {V}×{D}ᵀ, fwd+bwd", dict(M=T, K=D, N=V), 3 * 2.0 * T * D * V, "TFLOP/s", "fp8"),
+        "fp8_head": (f"LM head + softcap CE {T}×{D} · {V}×{D}ᵀ, fwd+bwd", dict(N=T, K=D, V=V), 3 * 2.0 * T * D * V,
+                     "TFLOP/s", "fp8"),
+        "relu2_linear": (f"MLP up {T}×{D} · {H}×{D}ᵀ, fwd+bwd", dict(M=T, K=D, N=H), 3 * 2.0 * T * D * H, "TFLOP/s", "bf16"),
+    }
     out = []
-
-    def randn(*s, dtype=bf16, grad=False, scale=1.0):
-        t = (scale * torch.randn(*s, device=device)).to(dtype)
-        return t.requires_grad_() if grad else t
-
-    if "xxt" in names:
-        from kernels import xxt as m
-        out.append(Case("xxt", f"X {gm}×{gk} bf16 → {gm}×{gm}", lambda: (randn(gm, gk),),
-                        m.xxt, m.xxt_reference, 2.0 * gm * gm * gk, "TFLOP/s", "bf16", m, dict(M=gm, K=gk)))
-    if "softcap_ce" in names:
-        from kernels import softcap_ce as m
-
-        def make_ce():
-            return randn(T, V, scale=8.0, grad=True), torch.randint(0, V, (T,), device=device), torch.ones((), device=device)
-
-        def ce(op):
-            def run(x, t, g):
-                loss = op(x, t, 15.0)
-                return loss, torch.autograd.grad(loss, x, g)[0]
-            return run
-        out.append(Case("softcap_ce", f"logits {T}×{V} bf16, fwd+bwd", make_ce, ce(m.softcap_ce),
-                        ce(m.softcap_ce_reference), 3.0 * T * V * 2, "GB/s", "mem", m, dict(N=T, V=V)))
-    if "fp8_linear" in names:
-        from kernels import fp8_linear as m
-
-        def make_fp8():
-            x, w = randn(T, D, grad=True), randn(V, D, dtype=torch.float32, grad=True, scale=D ** -0.5)
-            return x, w, randn(T, V)
-        out.append(Case("fp8_linear", f"LM head {T}×{D} · {V}×{D}ᵀ, fwd+bwd", make_fp8, _fwd_bwd(m.fp8_linear),
-                        _fwd_bwd(m.fp8_linear_reference), 3 * 2.0 * T * D * V, "TFLOP/s", "fp8", m,
-                        dict(M=T, K=D, N=V)))
-    if "relu2_linear" in names:
-        from kernels import relu2_linear as m
-
-        def make_r2():
-            return randn(T, D, grad=True), randn(H, D, grad=True, scale=D ** -0.5), randn(T, H)
-        out.append(Case("relu2_linear", f"MLP up {T}×{D} · {H}×{D}ᵀ, fwd+bwd", make_r2, _fwd_bwd(m.relu2_linear),
-                        _fwd_bwd(m.relu2_linear_reference), 3 * 2.0 * T * D * H, "TFLOP/s", "bf16", m,
-                        dict(M=T, K=D, N=H)))
+    for name in names:
+        m = importlib.import_module(f"kernels.{name}")
+        label, shape, work, unit, peak = table[name]
+        out.append(Case(name, label, lambda m=m, shape=shape: m.example(device, **shape),
+                        lambda *a, m=m: tuple(m.outputs(a, True).values()),
+                        lambda *a, m=m: tuple(m.outputs(a, False).values()), work, unit, peak, m, shape))
     return out
 
 
@@ -173,7 +142,7 @@ def device_info(device: torch.device) -> dict:
     return dict(type="cpu", name=f"{cpu} ({torch.get_num_threads()} threads)", capability=None, peaks=None)
 
 
-def run(names=NAMES, shapes: str | None = None, device: torch.device | None = None, compiled: bool = True,
+def run(names=ALL, shapes: str | None = None, device: torch.device | None = None, compiled: bool = True,
         say=print) -> dict:
     """Check, then time, every case; returns the results document (what is saved as JSON)."""
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -91,19 +91,23 @@ def fp8_linear(x: Tensor, w: Tensor) -> Tensor:
 
 # ---- what it is held to -------------------------------------------------------------------------------
 # TOLERANCE: per input dtype, the largest relative error ‖kernel − reference‖ / ‖reference‖ (Frobenius) of
-# each output. `self_check` returns each output beside the reference's on random inputs of a given shape.
-# The start-up check (kernels/capability.py), `speedrun bench` and the tests all hold the kernel to these.
+# each output. `example` makes inputs at a shape; `outputs` runs the kernel (or the reference) on them.
+# The start-up check and timing (kernels/capability.py), `speedrun bench` and the tests all use these.
 
 _FP8 = {"y": 0.08, "dx": 0.15, "dw": 0.15}
 TOLERANCE = {torch.bfloat16: _FP8, torch.float32: _FP8}
 
 
-def self_check(device, dtype=torch.bfloat16, M: int = 64, K: int = 128, N: int = 80) -> dict[str, tuple[Tensor, Tensor]]:
-    """y = x wᵀ and both gradients for x (M, K) in `dtype`, fp32 master weights w (N, K)."""
+def example(device, dtype=torch.bfloat16, M: int = 64, K: int = 128, N: int = 80) -> tuple:
+    """x (M, K) in `dtype`, fp32 master weights w (N, K), an output gradient."""
     x = torch.randn(M, K, device=device, dtype=dtype, requires_grad=True)
     w = (K ** -0.5 * torch.randn(N, K, device=device)).requires_grad_()
-    y, yr = fp8_linear(x, w), fp8_linear_reference(x, w)
-    g = torch.randn_like(yr)
+    return x, w, torch.randn(M, N, device=device, dtype=dtype)
+
+
+def outputs(args: tuple, kernel: bool = True) -> dict[str, Tensor]:
+    """y = x wᵀ and both gradients, by the kernel or by the reference."""
+    x, w, g = args
+    y = (fp8_linear if kernel else fp8_linear_reference)(x, w)
     dx, dw = torch.autograd.grad(y, (x, w), g)
-    dxr, dwr = torch.autograd.grad(yr, (x, w), g)
-    return {"y": (y, yr), "dx": (dx, dxr), "dw": (dw, dwr)}
+    return {"y": y, "dx": dx, "dw": dw}

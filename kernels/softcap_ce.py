@@ -73,15 +73,16 @@ def _fwd_kernel(X, T, LOSS, LSE, N, V, sxn, cap,
 
 
 @triton.jit
-def _bwd_kernel(X, T, LSE, G, DX, N, V, sxn, sdn, cap,
+def _bwd_kernel(X, T, LSE, G, DX, INV_SCALE, N, V, sxn, sdn, cap,
                 ROWS: tl.constexpr, BLOCK_V: tl.constexpr):
+    """DX = dL/dx · INV_SCALE (a 1-element tensor: 1, or the FP8 head's 1/scale), cast to DX's dtype."""
     # int64: at 49,152 rows × 50,304 columns an element offset passes 2³¹ from row 42,692 on
     rows = tl.program_id(0).to(tl.int64) * ROWS + tl.arange(0, ROWS)
     rmask = rows < N
     tgt = tl.load(T + rows, mask=rmask, other=IGNORE)
     lse = tl.load(LSE + rows, mask=rmask, other=0.0)
     g = tl.load(G + rows, mask=rmask, other=0.0)
-    g = tl.where(tgt != IGNORE, g, 0.0)
+    g = tl.where(tgt != IGNORE, g, 0.0) * tl.load(INV_SCALE)
     cols = tl.arange(0, BLOCK_V)
     for v0 in range(0, V, BLOCK_V):
         c = v0 + cols
@@ -124,15 +125,23 @@ def _(x, targets, cap):
     return x.new_empty(x.shape[0], dtype=torch.float32), x.new_empty(x.shape[0], dtype=torch.float32)
 
 
-@torch.library.custom_op("speedrun::softcap_ce_bwd", mutates_args=())
-def softcap_ce_bwd(grad: Tensor, x: Tensor, targets: Tensor, lse: Tensor, cap: float) -> Tensor:
+def grad_into(dx: Tensor, grad: Tensor, x: Tensor, targets: Tensor, lse: Tensor, cap: float,
+              inv_scale: Tensor | None = None) -> Tensor:
+    """Write dL/dx (· inv_scale, a 1-element fp32 tensor) into `dx` (N, V): x's dtype, or float8_e5m2 for
+    the FP8 head, whose cast then happens in the kernel's store (fused; no second pass over dx)."""
     x = x if x.stride(-1) == 1 else x.contiguous()
     N, V = x.shape
-    dx = torch.empty_like(x)
+    if inv_scale is None:
+        inv_scale = torch.ones(1, device=x.device, dtype=torch.float32)
     rows, block_v, warps = _launch_shape(V)
-    _bwd_kernel[(triton.cdiv(N, rows),)](x, targets, lse, grad.contiguous(), dx, N, V, x.stride(0), dx.stride(0),
-                                         float(cap), ROWS=rows, BLOCK_V=block_v, num_warps=warps)
+    _bwd_kernel[(triton.cdiv(N, rows),)](x, targets, lse, grad.contiguous(), dx, inv_scale, N, V, x.stride(0),
+                                         dx.stride(0), float(cap), ROWS=rows, BLOCK_V=block_v, num_warps=warps)
     return dx
+
+
+@torch.library.custom_op("speedrun::softcap_ce_bwd", mutates_args=())
+def softcap_ce_bwd(grad: Tensor, x: Tensor, targets: Tensor, lse: Tensor, cap: float) -> Tensor:
+    return grad_into(torch.empty(x.shape, device=x.device, dtype=x.dtype), grad, x, targets, lse, cap)
 
 
 @softcap_ce_bwd.register_fake
@@ -168,17 +177,22 @@ def softcap_ce(x: Tensor, targets: Tensor, cap: float, reduction: str = "mean") 
 
 # ---- what it is held to -------------------------------------------------------------------------------
 # TOLERANCE: per input dtype, the largest relative error ‖kernel − reference‖ / ‖reference‖ (Frobenius) of
-# each output. `self_check` returns each output beside the reference's on random inputs of a given shape.
-# The start-up check (kernels/capability.py), `speedrun bench` and the tests all hold the kernel to these.
+# each output. `example` makes inputs at a shape; `outputs` runs the kernel (or the reference) on them.
+# The start-up check and timing (kernels/capability.py), `speedrun bench` and the tests all use these.
 
 TOLERANCE = {torch.bfloat16: {"loss": 1e-5, "dx": 1e-2}, torch.float32: {"loss": 1e-5, "dx": 1e-5}}
 
 
-def self_check(device, dtype=torch.bfloat16, N: int = 24, V: int = 300) -> dict[str, tuple[Tensor, Tensor]]:
-    """Mean loss and its gradient for logits (N, V) of scale 8, one row ignored."""
+def example(device, dtype=torch.bfloat16, N: int = 24, V: int = 300) -> tuple:
+    """Logits (N, V) of scale 8 and targets, one row ignored."""
     x = (8 * torch.randn(N, V, device=device)).to(dtype).requires_grad_()
     t = torch.randint(0, V, (N,), device=device)
     t[N // 5] = IGNORE_INDEX
-    loss, ref = softcap_ce(x, t, 15.0), softcap_ce_reference(x, t, 15.0)
-    (g,), (gr,) = torch.autograd.grad(loss, x), torch.autograd.grad(ref, x)
-    return {"loss": (loss, ref), "dx": (g, gr)}
+    return x, t
+
+
+def outputs(args: tuple, kernel: bool = True) -> dict[str, Tensor]:
+    """The mean loss and its gradient, by the kernel or by the reference."""
+    x, t = args
+    loss = (softcap_ce if kernel else softcap_ce_reference)(x, t, 15.0)
+    return {"loss": loss, "dx": torch.autograd.grad(loss, x)[0]}

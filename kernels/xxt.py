@@ -109,14 +109,20 @@ def xxt(X: Tensor, alpha: float = 1.0, Y: Tensor | None = None, beta: float = 0.
 
 # ---- what it is held to -------------------------------------------------------------------------------
 # TOLERANCE: per input dtype, the largest relative error ‖kernel − reference‖ / ‖reference‖ (Frobenius) of
-# each output. `self_check` returns each output beside the reference's on random inputs of a given shape.
-# The start-up check (kernels/capability.py), `speedrun bench` and the tests all hold the kernel to these.
+# each output. `example` makes inputs at a shape; `outputs` runs the kernel (or the reference) on them.
+# The start-up check and timing (kernels/capability.py), `speedrun bench` and the tests all use these.
 
 TOLERANCE = {torch.bfloat16: {"C": 2e-2, "B": 2e-2}, torch.float32: {"C": 1e-4, "B": 1e-4}}
 
 
-def self_check(device, dtype=torch.bfloat16, M: int = 96, K: int = 160) -> dict[str, tuple[Tensor, Tensor]]:
-    """C = X Xᵀ and the Polar Express epilogue B = 0.5·A·A − A, for X (M, K)."""
+def example(device, dtype=torch.bfloat16, M: int = 96, K: int = 160) -> tuple:
+    """Inputs at a shape: X (M, K), and A = X Xᵀ / K for the Polar Express epilogue."""
     X = torch.randn(M, K, device=device, dtype=dtype)
-    A = xxt_reference(X) / K
-    return {"C": (xxt(X), xxt_reference(X)), "B": (xxt(A, 0.5, A, -1.0), xxt_reference(A, 0.5, A, -1.0))}
+    return X, xxt_reference(X) / K
+
+
+def outputs(args: tuple, kernel: bool = True) -> dict[str, Tensor]:
+    """C = X Xᵀ and B = 0.5·A·A − A, by the kernel or by the reference."""
+    X, A = args
+    f = xxt if kernel else xxt_reference
+    return {"C": f(X), "B": f(A, 0.5, A, -1.0)}

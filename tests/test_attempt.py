@@ -7,6 +7,7 @@ tiny preset for a few steps on the CPU (gloo), and never writes the repository's
 import hashlib
 import json
 import os
+import re
 import resource
 import shutil
 import signal
@@ -293,14 +294,51 @@ def test_a_full_disk_fails_the_run_not_the_bookkeeping(tmp_path, track_corpus):
 # ---- pieces ---------------------------------------------------------------------------------------------
 
 def test_multinode_launch_uses_the_rendezvous():
-    """--nnodes > 1 joins torchrun's c10d rendezvous (endpoint, id, node rank) instead of --standalone,
-    and without an endpoint it is bad input."""
+    """--nnodes > 1 with --node-rank is torchrun's static rendezvous (node r holds global ranks r·nproc…, so
+    node 0 holds rank 0 and the log); without --node-rank it joins c10d (ranks by arrival, torchrun ignores a
+    node rank there); without an endpoint it is bad input."""
     cmd = launch.Launch(nproc=8, nnodes=2, node_rank=1, rdzv_endpoint="n0:29500", rdzv_id="job-3").argv("t.py")
     assert "--standalone" not in cmd and cmd[-1] == "t.py"
-    assert {"--nnodes=2", "--node-rank=1", "--rdzv-endpoint=n0:29500", "--rdzv-id=job-3", "--rdzv-backend=c10d",
-            "--nproc_per_node=8"} <= set(cmd)
+    assert {"--nnodes=2", "--node-rank=1", "--master-addr=n0", "--master-port=29500", "--nproc_per_node=8"} <= set(cmd)
+    elastic = launch.Launch(nproc=8, nnodes=2, rdzv_endpoint="n0:29500", rdzv_id="job-3").argv("t.py")
+    assert {"--rdzv-endpoint=n0:29500", "--rdzv-id=job-3", "--rdzv-backend=c10d"} <= set(elastic)
+    assert not any(a.startswith("--node-rank") for a in elastic)
     with pytest.raises(InputError, match="--rdzv-endpoint"):
         launch.Launch(nproc=8, nnodes=2).argv("t.py")
+
+
+@pytest.mark.slow
+def test_two_nodes_match_one_node(tmp_path, track_corpus):
+    """Two "nodes" on this machine (two `speedrun attempt --nnodes 2 --node-rank r` of one process each, a
+    rendezvous on localhost, gloo) run the same training as one node with two processes: node 0 holds the
+    log (rank 0), node 1 knows its run finished elsewhere, both used one attempt id and run id, and the
+    val losses equal the one-node run's."""
+    import socket
+
+    with socket.socket() as s_:
+        s_.bind(("127.0.0.1", 0))
+        port = s_.getsockname()[1]
+    roots = [make_root(tmp_path / f"node{r}") for r in range(2)]
+    common = attempt_args(track_corpus, "--runs", "1", "--nproc", "1", "--nnodes", "2", "--rdzv-id", "job-7",
+                          "--rdzv-endpoint", f"127.0.0.1:{port}", "--timeout", "600")
+    e = {k: v for k, v in os.environ.items() if k != "SPEEDRUN_FAULT"}
+    procs = [subprocess.Popen([sys.executable, "-m", "harness.cli", *map(str, common), "--node-rank", str(r)],
+                              cwd=ROOT, env={**e, "SPEEDRUN_ROOT": str(roots[r])}, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for r in range(2)]
+    outs = [p.communicate(timeout=900) for p in procs]
+    m0, m1 = (json.loads(o[0]) for o in outs)
+    assert m0["id"] == m1["id"] == "tiny-cpu-job-7" and m0["runs"][0]["run_id"] == m1["runs"][0]["run_id"]
+    assert m0["runs"][0]["outcome"] == "ok" and (Path(m0["dir"]) / m0["runs"][0]["log"]).is_file()
+    assert m1["runs"][0]["outcome"] == "ok" and "another node" in m1["runs"][0]["message"]
+    one = speedrun(make_root(tmp_path / "single"), *attempt_args(track_corpus, "--runs", "1", "--nproc", "2"))
+    m = json.loads(one.stdout)
+
+    def vals(mm):
+        text = (Path(mm["dir"]) / mm["runs"][0]["log"]).read_text()
+        return [float(x) for x in re.findall(r"^step:\d+/\d+ val_loss:(\S+)", text, re.M)]
+    two_nodes, one_node = vals(m0), vals(m)
+    assert len(two_nodes) == len(one_node) >= 2
+    assert max(abs(a - b) for a, b in zip(two_nodes, one_node)) < 2e-3, (two_nodes, one_node)
 
 
 def test_root_cause_names_the_rank_torchrun_saw_fail_first():

@@ -1,0 +1,238 @@
+"""`speedrun doctor [--track T] [--json] [--quick]`: can this node run a record, and how well?
+
+Users rent 8×H100 by the hour; before an attempt they want to know the node is sound. One line per
+check, each with a figure and a verdict (ok, slow, broken; skipped says why), exit 0 when every line is
+ok or skipped, 1 otherwise:
+
+  environment    torch, triton, CUDA, driver, GPU model/count and clocks (nvidia-smi); CPU and threads
+  hardware       what the track requires (GPU model and count) against what is here
+  matmul bf16    TFLOP/s of a large square matmul, as % of the device's dense peak (fp8 too on sm89+)
+  all-reduce     bus bandwidth across this node's GPUs (NCCL), or 2 gloo ranks on a CPU machine
+  kernel <name>  correctness at the preset's real shapes, then kernel vs torch fwd+bwd time (the
+                 trainer's own start-up check, read from its output); on CPU, correctness under
+                 Triton's interpreter at small shapes
+  preset         the track's preset for a few dozen steps on synthetic shards in the track's format
+                 (no download): compile (warm-up) time, graphs, recompiles, graph breaks, step time
+                 after warm-up, peak memory, finite loss
+
+torch is imported inside `run` only (like `speedrun bench`); the preset runs as a child process.
+"""
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness import launch as launcher
+from harness.proc import stream
+from harness.track import load_track, repo_root
+
+# What counts as slow (data, not code paths): a node below these is sound but will not make a record's time.
+SLOW = {"matmul_bf16_pct": 60.0, "matmul_fp8_pct": 45.0, "allreduce_busbw_gbps": 200.0}
+STEPS = {"cuda": 30, "cpu": 20}  # preset steps: a few dozen past the warm-up
+
+
+@dataclass
+class Line:
+    name: str
+    verdict: str           # ok | slow | broken | skipped
+    figure: str
+    detail: dict = field(default_factory=dict)
+
+
+def _lines_ok(lines: list[Line]) -> bool:
+    return all(x.verdict in ("ok", "skipped") for x in lines)
+
+
+def run(track_name: str, *, quick: bool = False, say=print) -> dict:
+    track = load_track(track_name)
+    import torch
+
+    cuda = torch.cuda.is_available() and track["hardware"]["accelerator"] != "cpu"
+    if not torch.cuda.is_available():
+        os.environ.setdefault("TRITON_INTERPRET", "1")  # before any kernel module is imported
+    from kernels import node
+
+    device = torch.device("cuda" if cuda else "cpu")
+    lines: list[Line] = []
+    t0 = time.monotonic()
+
+    env = node.describe(device)
+    gpus = env.get("gpus") or []
+    what = (f"{len(gpus)}× {gpus[0]['name']}" + (f" @ {gpus[0].get('sm_clock_mhz'):.0f}/{gpus[0].get('max_sm_clock_mhz'):.0f} MHz"
+                                                 if gpus and gpus[0].get("max_sm_clock_mhz") else "")) if gpus \
+        else f"CPU {env['cpu']}, {env['cpu_threads']} threads"
+    lines.append(Line("environment", "ok", f"torch {env['torch']}, triton {env['triton']}, CUDA {env['cuda']}; {what}", env))
+    say(_show(lines[-1]))
+
+    hw = track["hardware"]
+    if hw.get("accelerator") == "cpu":
+        lines.append(Line("hardware", "ok", f"the track runs on any CPU ({env['cpu_threads']} threads here)"))
+    else:
+        count_ok = len(gpus) == hw["count"]
+        model_ok = bool(gpus) and all(re.search(rf"\b{re.escape(hw['model'])}\b", g["name"]) for g in gpus)
+        lines.append(Line("hardware", "ok" if count_ok and model_ok else "broken",
+                          f"{what}; the track requires {hw['count']}× {hw['model']}",
+                          {"gpus": len(gpus), "required": hw["count"], "model": hw["model"]}))
+    say(_show(lines[-1]))
+
+    for dtype in ("bf16", "fp8"):
+        if dtype == "fp8" and not (cuda and torch.cuda.get_device_capability(device) >= (8, 9)):
+            lines.append(Line("matmul fp8", "skipped", "no FP8 tensor cores here (sm89+)"))
+        else:
+            try:
+                m = node.matmul(device, dtype, seconds=0.5 if quick else 1.5)
+            except Exception as e:  # noqa: BLE001  (a broken device is a finding, not a crash)
+                lines.append(Line(f"matmul {dtype}", "broken", f"{type(e).__name__}: {str(e)[:160]}"))
+            else:
+                pct = m["pct_peak"]
+                slow = pct is not None and pct < SLOW[f"matmul_{dtype}_pct"]
+                lines.append(Line(f"matmul {dtype}", "slow" if slow else "ok",
+                                  f"{m['tflops']:.1f} TFLOP/s at {m['side']}³"
+                                  + (f" = {pct:.0f} % of {m['peak_tflops']:.0f} peak" if pct is not None else " (no peak known)"),
+                                  m))
+        say(_show(lines[-1]))
+
+    world = torch.cuda.device_count() if cuda else 2
+    if cuda and world < 2:
+        lines.append(Line("all-reduce", "skipped", "one GPU: nothing to all-reduce across"))
+    else:
+        try:
+            r = node.allreduce_spawned(world, device.type, 256 if cuda else 16)
+        except Exception as e:  # noqa: BLE001
+            lines.append(Line("all-reduce", "broken", f"{type(e).__name__}: {str(e)[:160]}"))
+        else:
+            slow = cuda and r["busbw_gbps"] < SLOW["allreduce_busbw_gbps"]
+            lines.append(Line("all-reduce", "slow" if slow else "ok",
+                              f"{r['busbw_gbps']:.1f} GB/s bus bandwidth, {r['ranks']} ranks ({r['backend']}), "
+                              f"{r['bytes'] / 2 ** 20:.0f} MiB in {r['ms']:.2f} ms", r))
+    say(_show(lines[-1]))
+
+    if not cuda:  # the Triton kernels on CPU: correctness under the interpreter (their CPU timings mean nothing)
+        import importlib
+
+        from kernels import NAMES, capability
+
+        for name in NAMES:
+            try:
+                mod = importlib.import_module(f"kernels.{name}")
+                out, err, tol = capability.worst(mod, capability.errors(mod, device))
+            except Exception as e:  # noqa: BLE001
+                lines.append(Line(f"kernel {name}", "broken", f"{type(e).__name__}: {str(e)[:160]}"))
+            else:
+                lines.append(Line(f"kernel {name}", "ok" if err <= tol else "broken",
+                                  f"matches its reference under Triton's interpreter (small shapes): {out} error "
+                                  f"{err:.1e} {'≤' if err <= tol else '>'} {tol:.0e}; timed only on a GPU",
+                                  {"error": err, "tol": tol}))
+            say(_show(lines[-1]))
+
+    lines += preset_run(track, device.type, quick=quick, say=say)
+    out = {"track": track["name"], "device": device.type, "seconds": round(time.monotonic() - t0, 1),
+           "ok": _lines_ok(lines), "lines": [vars(x) for x in lines]}
+    return out
+
+
+# ---- the preset on synthetic shards -------------------------------------------------------------------
+
+def synthetic_shards(track: dict, folder: Path, train_tokens: int) -> Path:
+    """Shards in the track's own format and names: the synthetic corpus for a synthetic track, else
+    random token ids (documents starting at the track's EOT) named like FineWeb's, val long enough."""
+    from harness import data
+
+    if track["data"]["source"] == "synthetic":
+        data.ensure_synthetic(track, out=str(folder))
+        return folder
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    eot, vocab = track["data"]["eot_token"], track["data"]["vocab_size"]
+
+    def stream_of(n):
+        toks = rng.integers(0, vocab - 1, n, dtype=np.int64)
+        toks[rng.random(n) < 1 / 700] = eot
+        toks[0] = eot
+        return toks
+
+    train = track["data"].get("train_pattern", "fineweb_train_*.bin").replace("*", "000001")
+    val = track["data"].get("val_pattern", "fineweb_val_*.bin").replace("*", "000000")
+    data.write_shard(folder / train, stream_of(train_tokens))
+    data.write_shard(folder / val, stream_of(track["data"]["val_tokens"] + 1))
+    return folder
+
+
+KERNEL_LINE = re.compile(r"^kernels: (\w+) (on|off|failed|differs|matched)")
+
+
+def preset_run(track: dict, device_type: str, *, quick: bool, say) -> list[Line]:
+    steps = STEPS[device_type] // (2 if quick else 1)
+    compiled = not (quick and device_type == "cpu")  # a CPU compile alone takes ≈ 40 s
+    lines: list[Line] = []
+    with tempfile.TemporaryDirectory(prefix="speedrun-doctor-") as tmp:
+        tmp = Path(tmp)
+        shards = synthetic_shards(track, tmp / "data", train_tokens=(steps + 20) * 8 * 64 * 1024)
+        nproc = launcher.Launch(nproc=1)
+        cmd = nproc.argv(str(repo_root() / "train_gpt.py")) + [
+            "--preset", track["preset"], "--data-dir", str(shards), "--seed", "0", "--run-id", "doctor",
+            "--log-dir", str(tmp), "--max-steps", str(steps), "--val-every", "0"] + ([] if compiled else ["--no-compile"])
+        watch = launcher.Watch(steps)
+        kernel_lines: list[str] = []
+
+        def on_line(line, rank):
+            watch.feed(line)
+            if KERNEL_LINE.match(line):
+                kernel_lines.append(line)
+
+        t0 = time.monotonic()
+        done = stream(cmd, launcher.trainer_env(track), on_line, cwd=repo_root(), timeout=600)
+        wall = time.monotonic() - t0
+    for k in kernel_lines:
+        m = KERNEL_LINE.match(k)
+        name, state = m[1], m[2]
+        verdict = {"on": "ok", "off": "skipped", "failed": "broken", "differs": "broken", "matched": "slow"}[state]
+        lines.append(Line(f"kernel {name}", verdict, k.split(": ", 1)[1]))
+        say(_show(lines[-1]))
+    r = watch.result
+    if done.code != 0 or not r:
+        why = "timed out after 600 s" if done.timed_out else f"exit {done.code}"
+        lines.append(Line("preset", "broken", f"{track['preset']} did not finish ({why}): " + " | ".join(list(done.tail)[-3:]),
+                          {"tail": list(done.tail)[-20:]}))
+        say(_show(lines[-1]))
+        return lines
+    finite = isinstance(r.get("val_loss"), (int, float)) and r["val_loss"] == r["val_loss"] and r["val_loss"] < 1e9
+    bad = [] if finite else ["the loss is not finite"]
+    if r.get("recompiles"):
+        bad.append(f"{r['recompiles']} recompile(s) after the warm-up")
+    fig = (f"{r['steps']} steps of {track['preset']}: step {r['step_avg_ms']:.1f} ms after a {r.get('warmup_s', 0):.0f} s "
+           f"warm-up ({'compiled' if compiled else 'eager: --quick on CPU'}), {r.get('graphs') or 0} graph(s), "
+           f"{r.get('recompiles') or 0} recompile(s), {r.get('graph_breaks') or 0} graph break(s), peak "
+           f"{r['peak_memory_mib']:,} MiB, loss {r['val_loss']:.3f}; {wall:.0f} s in all")
+    lines.append(Line("preset", "broken" if bad else "ok", fig + ("; " + "; ".join(bad) if bad else ""), r))
+    say(_show(lines[-1]))
+    return lines
+
+
+# ---- for people -----------------------------------------------------------------------------------------
+
+COLOR = {"ok": "green", "slow": "yellow", "broken": "red", "skipped": "dim"}
+
+
+def _show(x: Line) -> str:
+    return f"{x.verdict.upper():>7}  {x.name:<20} {x.figure}"
+
+
+def render(rep: dict, console) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    t = Table(title=f"speedrun doctor --track {rep['track']} ({rep['device']}, {rep['seconds']} s)")
+    for col in ("check", "verdict", "figure"):
+        t.add_column(col, overflow="fold")
+    for x in rep["lines"]:
+        t.add_row(x["name"], f"[{COLOR[x['verdict']]}]{x['verdict']}[/]", escape(x["figure"]))
+    console.print(t)
+    console.print("[bold green]SOUND[/]: every check passed" if rep["ok"] else
+                  "[bold red]NOT READY[/]: " + ", ".join(f"{x['name']} {x['verdict']}" for x in rep["lines"]
+                                                       if x["verdict"] not in ("ok", "skipped")))

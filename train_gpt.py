@@ -499,7 +499,14 @@ class GPT(nn.Module):
 
 
 # -----------------------------------------------------------------------------------------------
-# Optimizers: Muon for the hidden matrices, Adam for embeddings, head and scalars.
+# Optimizers, sharded over ranks: Muon for the hidden matrices, Adam for embeddings, head and scalars.
+# Each rank owns a shard of each optimizer's work and state: Muon whole matrices (grouped by shape, so
+# every rank orthogonalises the same number), Adam a slice of every flat bucket. Gradients are
+# reduce-scattered (averaged) unit by unit from backward hooks as soon as a unit's last gradient lands
+# on the step's last micro-batch, so communication starts while the backward (or the optimizer's other
+# units) still runs; each rank updates its shard, then the updated parameters are all-gathered. Gradients
+# travel in fp32 (Adam's masters and Muon's momentum add them up); Muon's updates travel in bf16, exactly
+# what the bf16 Polar Express produced. One code path over NCCL and gloo; one rank skips the collectives.
 
 # Polar Express (Amsel et al., 2025): a different odd quintic per iteration, minimax-optimal for
 # moving every singular value in (0, 1] towards 1; five of them leave σ in ≈ [0.85, 1.15] for any
@@ -514,10 +521,11 @@ POLAR_EXPRESS = (
 
 
 NS_DTYPE = torch.bfloat16  # the iteration tolerates bf16's rounding; tests swap in float64
+ADAM_BUCKET = 48 << 20  # elements per Adam bucket (fp32): big enough to fill the links, few enough to overlap
 
 
 def orthogonalize(G: Tensor, steps: int = 5) -> Tensor:
-    """≈ U Vᵀ of G = U S Vᵀ over the last two dims, in NS_DTYPE."""
+    """≈ U Vᵀ of G = U S Vᵀ over the last two dims (batched), in NS_DTYPE."""
     X = G.to(NS_DTYPE)
     transposed = X.size(-2) > X.size(-1)
     if transposed:  # iterate on the short side: X Xᵀ is the smaller Gram matrix
@@ -534,83 +542,248 @@ def orthogonalize(G: Tensor, steps: int = 5) -> Tensor:
     return X.mT if transposed else X
 
 
-class Muon(torch.optim.Optimizer):
+class Comm:
+    """The step's collectives, async; with one rank each is a local copy (or nothing)."""
+
+    def __init__(self):
+        self.rank, self.world = RANK, WORLD_SIZE
+
+    def reduce_scatter(self, out: Tensor, inp: Tensor):
+        """out = this rank's 1/world slice of inp averaged over ranks (a Work to wait on, or None)."""
+        if self.world == 1:
+            out.copy_(inp)
+            return None
+        return dist.reduce_scatter_tensor(out, inp, op=dist.ReduceOp.AVG, async_op=True)
+
+    def all_gather(self, out: Tensor, inp: Tensor):
+        if self.world == 1:
+            out.copy_(inp)
+            return None
+        return dist.all_gather_into_tensor(out, inp, async_op=True)
+
+    def all_reduce_mean(self, t: Tensor):
+        return None if self.world == 1 else dist.all_reduce(t, op=dist.ReduceOp.AVG, async_op=True)
+
+
+def _wait(work) -> None:
+    if work is not None:
+        work.wait()
+
+
+class Sharded:
+    """What both optimizers share: param_groups the trainer sets lr (and momentum) on, units that are
+    reduce-scattered when their last gradient of the step is in, and `arm(last)` to say whether this
+    micro-batch's backward is the step's last (earlier ones only accumulate)."""
+
+    def __init__(self, comm: Comm, groups: list[dict]):
+        self.comm, self.param_groups, self.armed, self.pending = comm, groups, False, {}
+        for g in groups:
+            g["initial_lr"] = g["lr"]
+
+    def arm(self, last: bool) -> None:
+        self.armed = last
+        if last:
+            self.ready = {u: 0 for u in range(len(self.units))}
+
+    def _hook(self, unit: int):
+        def on_grad(_p):
+            if not self.armed:
+                return
+            self.ready[unit] += 1
+            if self.ready[unit] == len(self.units[unit]["params"]):  # the unit's last gradient of the step
+                self.pending[unit] = self._reduce(unit)
+        return on_grad
+
+    def _register(self) -> None:
+        for u, unit in enumerate(self.units):
+            for p in unit["params"]:
+                p.register_post_accumulate_grad_hook(self._hook(u))
+
+    def _reduced(self, unit: int):
+        """Wait for the unit's reduce-scatter (started by the hook, or now if no hook fired: e.g. a
+        parameter the step did not reach, whose gradient is then zero)."""
+        work = self.pending.pop(unit) if unit in self.pending else self._reduce(unit)
+        _wait(work)
+
+    def zero_grad(self) -> None:
+        for unit in self.units:
+            for p in unit["params"]:
+                p.grad = None
+
+    def state_dict(self) -> dict:
+        return {"state": {k: v.clone() for k, v in self._state().items()}, "groups": [dict(g) for g in self.param_groups]}
+
+    def load_state_dict(self, sd: dict) -> None:
+        for k, v in self._state().items():
+            v.copy_(sd["state"][k])
+        for g, saved in zip(self.param_groups, sd["groups"]):
+            g.update(saved)
+
+
+class Muon(Sharded):
     """Momentum (Nesterov), then the update orthogonalised and scaled by √max(1, rows/cols).
 
-    Expects gradients already averaged over ranks. Parameters are grouped by shape; within a group,
-    rank r orthogonalises parameters r, r+W, … (and keeps only their momentum), then an all_gather
-    hands every rank every update. Works over NCCL and gloo alike.
-    """
+    The work item is a matrix: a 2-D parameter, or each of a stacked (n, rows, cols) parameter's n (Q, K
+    and V). Items are grouped by shape, the long side last (a tall matrix is iterated transposed
+    anyway), padded to a multiple of the world size, and rank r owns a contiguous 1/world of each
+    group: at gpt2-small 48 matrices of 768×768 and 24 of 768×3072, 6 and 3 per rank of 8. A group's
+    gradients are reduce-scattered as one (n_pad, rows, cols) tensor; its owners' momentum, Polar
+    Express (batched) and updates are theirs alone; the bf16 updates are all-gathered."""
 
-    def __init__(self, params, lr: float, momentum: float, weight_decay: float = 0.0, ns_steps: int = 5):
-        params = list(params)
-        shapes = sorted({tuple(p.shape) for p in params}, key=lambda s: -math.prod(s))
-        groups = [{"params": [p for p in params if tuple(p.shape) == s]} for s in shapes]
-        super().__init__(groups, dict(lr=lr, momentum=momentum, weight_decay=weight_decay, ns_steps=ns_steps))
+    def __init__(self, params, lr: float, momentum: float, weight_decay: float = 0.0, ns_steps: int = 5,
+                 comm: Comm | None = None):
+        comm = comm or Comm()
+        super().__init__(comm, [dict(lr=lr, momentum=momentum, weight_decay=weight_decay, ns_steps=ns_steps)])
+        by_shape: dict[tuple, list] = {}
+        for p in params:
+            for i in (range(p.size(0)) if p.ndim == 3 else [None]):
+                r, c = p.shape[-2:]
+                by_shape.setdefault((min(r, c), max(r, c)), []).append((p, i, r > c))
+        self.units = []
+        for (r, c), items in sorted(by_shape.items(), key=lambda e: -e[0][0] * e[0][1]):
+            k = -(-len(items) // comm.world)  # items per rank
+            n = k * comm.world
+            f = dict(device=items[0][0].device, dtype=items[0][0].dtype)  # fp32 masters (fp64 in tests)
+            self.units.append(dict(shape=(r, c), items=items, k=k, params=list(dict.fromkeys(p for p, _, _ in items)),
+                                   grads=torch.zeros(n, r, c, **f), shard=torch.zeros(k, r, c, **f),
+                                   momentum=torch.zeros(k, r, c, **f),
+                                   updates=torch.zeros(n, r, c, device=f["device"], dtype=NS_DTYPE)))
+        self.ns = orthogonalize
+        if comm.world > 1:
+            self._register()
+
+    def compile_ns(self) -> None:
+        """Polar Express compiled (CUDA): one graph per group shape, built in the warm-up."""
+        self.ns = torch.compile(orthogonalize, dynamic=False)
+
+    def _reduce(self, unit: int):
+        u = self.units[unit]
+        for j, (p, i, t) in enumerate(u["items"]):
+            g = p.grad if i is None or p.grad is None else p.grad[i]
+            if g is None:
+                u["grads"][j].zero_()
+            else:
+                u["grads"][j].copy_(g.mT if t else g)
+        return self.comm.reduce_scatter(u["shard"], u["grads"])
 
     @torch.no_grad()
-    def step(self):
-        rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
-        pending = []
-        for group in self.param_groups:
-            params = group["params"]
-            for base in range(0, len(params), world):
-                i = base + rank
-                if i < len(params):
-                    update = self._update(params[i], group)
-                else:  # this rank has no parameter in the last chunk: it still joins the gather
-                    update = torch.zeros_like(params[0])
-                if world == 1:
-                    pending.append(([params[i]], [update], None, group))
-                    continue
-                gathered = [torch.empty_like(update) for _ in range(world)]
-                work = dist.all_gather(gathered, update.contiguous(), async_op=True)
-                pending.append((params[base:base + world], gathered, work, group))
-        for chunk, updates, work, group in pending:  # gathers overlap with the later chunks' math
-            if work is not None:
-                work.wait()
-            for p, u in zip(chunk, updates):
-                scale = max(1.0, p.size(-2) / p.size(-1)) ** 0.5
-                p.mul_(1 - group["lr"] * group["weight_decay"])
-                p.add_(u.view_as(p), alpha=-group["lr"] * scale)
+    def step(self) -> None:
+        g = self.param_groups[0]
+        gathers = []
+        for unit, u in enumerate(self.units):
+            self._reduced(unit)
+            buf = u["momentum"]
+            buf.lerp_(u["shard"], 1 - g["momentum"])
+            upd = self.ns(u["shard"].lerp(buf, g["momentum"]), g["ns_steps"])  # Nesterov, then orthogonalised
+            gathers.append(self.comm.all_gather(u["updates"], upd))
+        for (unit, u), work in zip(enumerate(self.units), gathers):  # gathers overlap the later groups' math
+            _wait(work)
+            for (p, i, t), upd in zip(u["items"], u["updates"]):
+                w = p.data if i is None else p.data[i]
+                w.mul_(1 - g["lr"] * g["weight_decay"])
+                w.add_(upd.mT if t else upd, alpha=-g["lr"] * max(1.0, w.size(-2) / w.size(-1)) ** 0.5)
 
-    def _update(self, p: Tensor, group) -> Tensor:
-        g = p.grad
-        state = self.state[p]
-        if "momentum_buffer" not in state:
-            state["momentum_buffer"] = torch.zeros_like(g)
-        buf = state["momentum_buffer"]
-        buf.lerp_(g, 1 - group["momentum"])
-        g = g.lerp(buf, group["momentum"])  # Nesterov
-        return orthogonalize(g, group["ns_steps"]).to(p.dtype)
+    def _state(self) -> dict:
+        return {f"momentum{k}": u["momentum"] for k, u in enumerate(self.units)}
 
 
-def build_optimizers(model: GPT, h: Hyperparameters):
+class Adam(Sharded):
+    """Adam on flat buckets, each sharded over ranks: a bucket's parameters (one lr group, whole
+    parameters, up to ADAM_BUCKET elements) become views of one fp32 buffer and their gradients are packed
+    into another, so a reduce-scatter hands each rank the averaged gradient of its 1/world slice, the rank
+    updates that slice (its moments are the only ones it keeps), and an all-gather refreshes every copy
+    in place. The arithmetic is torch.optim.Adam's (bias-corrected, eps added to the corrected √v)."""
+
+    def __init__(self, groups: list[dict], betas: tuple, eps: float, comm: Comm | None = None):
+        comm = comm or Comm()
+        super().__init__(comm, [{"lr": g["lr"]} for g in groups])
+        self.betas, self.eps, self.t, self.units = betas, eps, 0, []
+        for gi, g in enumerate(groups):
+            bucket: list = []
+            for p in g["params"]:
+                if bucket and sum(q.numel() for q in bucket) + p.numel() > ADAM_BUCKET:
+                    self._bucket(bucket, gi)
+                    bucket = []
+                bucket.append(p)
+            if bucket:
+                self._bucket(bucket, gi)
+        if comm.world > 1:
+            self._register()
+
+    def _bucket(self, params: list, group: int) -> None:
+        w, dev = self.comm.world, params[0].device
+        n = sum(p.numel() for p in params)
+        size = -(-n // w) * w
+        flat, grads = torch.zeros(size, device=dev), torch.zeros(size, device=dev)
+        o = 0
+        for p in params:  # the parameters become views of the bucket's buffer: the all-gather lands in them
+            flat[o:o + p.numel()].copy_(p.data.view(-1))
+            p.data = flat[o:o + p.numel()].view_as(p)
+            o += p.numel()
+        s = size // w
+        self.units.append(dict(params=params, group=group, flat=flat, grads=grads, shard=torch.zeros(s, device=dev),
+                               m=torch.zeros(s, device=dev), v=torch.zeros(s, device=dev),
+                               new=torch.zeros(s, device=dev)))
+
+    def _reduce(self, unit: int):
+        u, o = self.units[unit], 0
+        for p in u["params"]:
+            n = p.numel()
+            if p.grad is None:
+                u["grads"][o:o + n].zero_()
+            else:
+                u["grads"][o:o + n].copy_(p.grad.view(-1))
+            o += n
+        return self.comm.reduce_scatter(u["shard"], u["grads"])
+
+    @torch.no_grad()
+    def step(self) -> None:
+        (b1, b2), rank = self.betas, self.comm.rank
+        self.t += 1
+        bc1, bc2 = 1 - b1 ** self.t, 1 - b2 ** self.t
+        gathers = []
+        for unit, u in enumerate(self.units):
+            self._reduced(unit)
+            lr, g, s = self.param_groups[u["group"]]["lr"], u["shard"], u["shard"].numel()
+            u["m"].lerp_(g, 1 - b1)
+            u["v"].mul_(b2).addcmul_(g, g, value=1 - b2)
+            mine = u["flat"][rank * s:(rank + 1) * s]
+            denom = (u["v"].sqrt() / bc2 ** 0.5).add_(self.eps)
+            if self.comm.world == 1:
+                mine.addcdiv_(u["m"], denom, value=-lr / bc1)
+                gathers.append(None)
+            else:
+                torch.addcdiv(mine, u["m"], denom, value=-lr / bc1, out=u["new"])
+                gathers.append(self.comm.all_gather(u["flat"], u["new"]))
+        for work in gathers:
+            _wait(work)
+
+    def _state(self) -> dict:
+        out = {}
+        for k, u in enumerate(self.units):
+            out[f"m{k}"], out[f"v{k}"] = u["m"], u["v"]
+        return out
+
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "t": self.t}
+
+    def load_state_dict(self, sd: dict) -> None:
+        super().load_state_dict(sd)
+        self.t = sd["t"]
+
+
+def build_optimizers(model: GPT, h: Hyperparameters, comm: Comm | None = None):
+    comm = comm or Comm()
     hidden = [p for n, p in model.blocks.named_parameters() if p.ndim >= 2]
     scalars = [p for n, p in model.named_parameters() if p.ndim < 2]
     embeds = [model.embed.weight, *(e.weight for e in model.value_embeds)]
     head = [model.lm_head.weight]
     assert len(hidden) + len(scalars) + len(embeds) + len(head) == len(list(model.parameters()))
-    adam = torch.optim.Adam(
-        [dict(params=embeds, lr=h.embed_lr), dict(params=head, lr=h.head_lr), dict(params=scalars, lr=h.scalar_lr)],
-        betas=h.adam_betas, eps=1e-10, fused=False)
-    muon = Muon(hidden, lr=h.muon_lr, momentum=h.muon_momentum, weight_decay=h.muon_weight_decay, ns_steps=h.ns_steps)
-    for opt in (adam, muon):
-        for g in opt.param_groups:
-            g["initial_lr"] = g["lr"]
+    adam = Adam([dict(params=embeds, lr=h.embed_lr), dict(params=head, lr=h.head_lr),
+                 dict(params=scalars, lr=h.scalar_lr)], betas=h.adam_betas, eps=1e-10, comm=comm)
+    muon = Muon(hidden, lr=h.muon_lr, momentum=h.muon_momentum, weight_decay=h.muon_weight_decay,
+                ns_steps=h.ns_steps, comm=comm)
     return [adam, muon]
-
-
-def all_reduce_grads(model: nn.Module, loss: Tensor):
-    """Average gradients (and the step's loss, so every rank sees a divergence) over ranks.
-    gloo has no AVG, so SUM then divide."""
-    if WORLD_SIZE == 1:
-        return
-    grads = [p.grad for p in model.parameters() if p.grad is not None] + [loss]
-    works = [dist.all_reduce(g, op=dist.ReduceOp.SUM, async_op=True) for g in grads]
-    for g, w in zip(grads, works):
-        w.wait()
-        g.div_(WORLD_SIZE)
 
 
 # -----------------------------------------------------------------------------------------------
@@ -793,6 +966,38 @@ def peak_memory(device: torch.device) -> tuple[int, int]:
 # -----------------------------------------------------------------------------------------------
 # The loop.
 
+def step_cost(h: Hyperparameters) -> tuple[float, float]:
+    """Model FLOPs of one step (forward + backward = 3× the forward's) and the bytes it must move at least.
+
+    FLOPs: every matmul 2·m·n·k — per token, 12·d² per layer (q, k, v, o: 4d²; MLP 8d²) and d·V for the
+    head; attention 4·w·d per token and layer (QKᵀ and AV over a window of w keys; the schedule's mean
+    window, each layer its long or short one: an upper bound, as documents end earlier). Bytes: the fp32
+    weights read twice (forward, backward) and their gradients written and read, Adam's two moments read
+    and written and Muon's momentum, and the bf16 logits written, read by the loss, their gradient written
+    and read by the two head products."""
+    T, d, L, V = h.seq_len * h.batch_seqs * h.grad_accum, h.model_dim, h.num_layers, h.vocab_size
+    windows = [attention_windows(s, h) for s in range(0, h.num_steps + 1, max(1, h.num_steps // 64))]
+    mean_long, mean_short = (sum(w[k] for w in windows) / len(windows) for k in (0, 1))
+    short = len(h.short_window_layers)
+    attn = 4 * d * T * (mean_long * (L - short) + mean_short * short)
+    flops = 3 * (2 * T * (12 * d * d * L + d * V) + attn)
+    hidden = 12 * d * d * L
+    adam = V * d * (2 + h.num_value_embeds)
+    nbytes = 4 * (hidden + adam) * 4 + adam * 16 + hidden * 8 + 2 * T * V * 4
+    return float(flops), float(nbytes)
+
+
+def node_peak(device: torch.device) -> float | None:
+    """The device's dense bf16 peak in TFLOP/s (kernels/bench.py's table), or None (a CPU, an unknown GPU)."""
+    if device.type != "cuda":
+        return None
+    try:
+        from kernels.node import peak
+    except ImportError:
+        return None
+    return peak(device, "bf16")
+
+
 def parse_fault(spec: str) -> dict:
     """Fault injection for the harness's tests: SPEEDRUN_FAULT=nan@3 (the loss of step 3 becomes nan) or
     kill@3:1 (rank 1 SIGKILLs itself before step 3). Empty: no fault."""
@@ -856,15 +1061,26 @@ def main(argv=None):
     torch.manual_seed(args.seed)  # same seed on every rank: identical initial weights, nothing to broadcast
     raw_model = GPT(h, max(h.seq_len, h.val_seq_len)).to(device)
     raw_model.attend, raw_model.act_dtype = attend, compute_dtype(device)
+    comm = Comm()
+    optimizers = build_optimizers(raw_model, h, comm)  # before compiling: Adam's parameters become bucket views
     model = maybe_compile(raw_model, device, h.compile and not args.no_compile)
-    optimizers = build_optimizers(raw_model, h)
+    if device.type == "cuda" and model is not raw_model:
+        optimizers[1].compile_ns()
     num_steps = min(h.num_steps, args.max_steps) if args.max_steps else h.num_steps
     tokens_per_step = h.seq_len * h.batch_seqs * h.grad_accum
     n_params = sum(p.numel() for p in raw_model.parameters())
     log(f"run {run_id}: preset {args.preset} (track {h.track}), seed {args.seed}, {WORLD_SIZE} rank(s) on {device.type}, "
         f"activations {str(raw_model.act_dtype).removeprefix('torch.')}")
     log(f"model: {n_params:,} parameters, {h.num_layers} layers × {h.model_dim} wide, {h.num_heads} heads, "
-        f"vocab {h.vocab_size}; Muon on {sum(p.numel() for g in optimizers[1].param_groups for p in g['params']):,} of them")
+        f"vocab {h.vocab_size}; Muon on {sum(p.numel() for u in optimizers[1].units for p in u['params']):,} of them")
+    muon_split = ", ".join(f"{len(u['items'])} of {u['shape'][0]}×{u['shape'][1]} ({u['k']} a rank)" for u in optimizers[1].units)
+    log(f"optimizers sharded over {WORLD_SIZE} rank(s): Muon matrices {muon_split}; Adam {len(optimizers[0].units)} "
+        f"bucket(s) of ≤ {ADAM_BUCKET >> 20}M fp32 elements, 1/{WORLD_SIZE} of each per rank")
+    flops, nbytes = step_cost(h)
+    peak = node_peak(device)
+    log(f"cost: {flops / 1e12:.3f} TFLOP a step (matmuls and attention at full window, fwd + bwd), ≈ "
+        f"{nbytes / 2**30:.2f} GiB of weights, gradients, optimizer state and logits traffic; device peak "
+        + (f"{peak:.0f} TFLOP/s bf16 × {WORLD_SIZE}" if peak else "unknown (no MFU)"))
     log(f"batch: {tokens_per_step:,} tokens/step = {h.grad_accum} micro-batches × {h.batch_seqs} seqs × {h.seq_len} "
         f"({h.grad_accum // WORLD_SIZE} per rank); {num_steps} steps = {num_steps * tokens_per_step:,} tokens"
         + (f" (stopping early: preset has {h.num_steps})" if num_steps < h.num_steps else ""))
@@ -877,14 +1093,17 @@ def main(argv=None):
     def train_step(step: int, batches) -> Tensor:
         windows = window_table[step]
         total = torch.zeros((), device=device)
-        for _ in range(h.grad_accum // WORLD_SIZE):
+        micro = h.grad_accum // WORLD_SIZE
+        for m in range(micro):
             x, y = next(batches)
-            loss = model(x, y, windows) / (h.grad_accum // WORLD_SIZE)
+            for opt in optimizers:  # on the last micro-batch, each unit's reduce-scatter starts from its hook
+                opt.arm(m == micro - 1)
+            loss = model(x, y, windows) / micro
             if fault.get("nan") == step:
                 loss = loss * float("nan")
             loss.backward()
             total += loss.detach()
-        all_reduce_grads(raw_model, total)
+        work = comm.all_reduce_mean(total)  # the step's loss on every rank (a divergence anywhere stops all)
         for opt in optimizers:
             for g in opt.param_groups:
                 g["lr"] = g["initial_lr"] * lr_multiplier(step, h)
@@ -892,7 +1111,8 @@ def main(argv=None):
             g["momentum"] = muon_momentum(step, h)
         for opt in optimizers:
             opt.step()
-        raw_model.zero_grad(set_to_none=True)
+            opt.zero_grad()
+        _wait(work)  # on NCCL the stream waits, not the host
         return total  # this step's train loss, averaged over ranks
 
     @torch.no_grad()
@@ -932,6 +1152,10 @@ def main(argv=None):
     batches = train_batches(train_files, h, device)
     train_time_ms, val_loss = 0.0, float("nan")
     diverged_above = 2 * math.log(h.vocab_size)
+    # The first step whose train loss was nan, inf or above twice a uniform guess's, kept on the device and
+    # read at the next validation (a sync there anyway): the steps themselves never wait for the host.
+    bad_step = torch.full((), -1, device=device, dtype=torch.long)
+    bad_loss = torch.zeros((), device=device)
     fault = fault_plan  # armed only now: the warm-up is not part of the run
     sync(device)
     t0 = time.perf_counter()
@@ -940,6 +1164,12 @@ def main(argv=None):
         if last or (h.val_every > 0 and step % h.val_every == 0):
             sync(device)
             train_time_ms += 1000 * (time.perf_counter() - t0)  # the clock stops for validation
+            if bad_step.item() >= 0:
+                log(f"diverged: train loss {bad_loss.item()} at step {bad_step.item()} (nan, inf or above "
+                    f"{diverged_above:.2f} = twice a uniform guess's); stopping this run")
+                if LOG is not None:
+                    LOG.close()
+                sys.exit(3)
             val_loss = evaluate()
             log(f"step:{step}/{h.num_steps} val_loss:{val_loss:.4f} train_time:{train_time_ms:.0f}ms "
                 f"step_avg:{train_time_ms / max(step, 1):.2f}ms")
@@ -953,16 +1183,13 @@ def main(argv=None):
         if fault.get("kill") == step and fault.get("rank", RANK) == RANK:
             os.kill(os.getpid(), signal.SIGKILL)
         loss = train_step(step, batches)
-        sync(device)  # a synchronized read: each step line's time is a real measurement
+        bad = (bad_step < 0) & (~torch.isfinite(loss) | (loss > diverged_above))
+        bad_step = torch.where(bad, step + 1, bad_step)
+        bad_loss = torch.where(bad, loss, bad_loss)
+        # No sync: the host may run ahead of the device, so a step line's time is approximate (as the
+        # community's are); every val line's, and the final time, are exact.
         now = train_time_ms + 1000 * (time.perf_counter() - t0)
         log(f"step:{step + 1}/{h.num_steps} train_time:{now:.0f}ms step_avg:{now / (step + 1):.2f}ms")
-        train_loss = loss.item()  # no extra wait: the step is already synchronized
-        if not math.isfinite(train_loss) or train_loss > diverged_above:
-            log(f"diverged: train loss {train_loss} at step {step + 1} (nan, inf or above {diverged_above:.2f} "
-                f"= twice a uniform guess's); stopping this run")
-            if LOG is not None:
-                LOG.close()
-            sys.exit(3)
 
     allocated, reserved = peak_memory(device)
     log(f"peak memory allocated: {allocated} MiB reserved: {reserved} MiB")
@@ -974,6 +1201,10 @@ def main(argv=None):
                   step_avg_ms=round(train_time_ms / max(step, 1), 3), tokens_per_step=tokens_per_step,
                   world_size=WORLD_SIZE, device=device.type, code_sha256=code_sha, data_sha256=data_sha,
                   graphs=graphs_warm, recompiles=recompiles, graph_breaks=graph_breaks(), warmup_s=round(warmup_s, 1),
+                  step_tflop=round(flops / 1e12, 4),
+                  tflops=round(flops * step / max(train_time_ms / 1000, 1e-9) / 1e12, 3),
+                  mfu=None if not peak else round(flops * step / max(train_time_ms / 1000, 1e-9) / 1e12
+                                                  / (peak * WORLD_SIZE), 4),
                   peak_memory_mib=allocated, log=str(Path(args.log_dir) / f"{run_id}.txt"))
     log("RESULT " + json.dumps(result))
     if LOG is not None:

@@ -285,6 +285,33 @@ def test_training_steps_with_kernels_on_and_off_agree(monkeypatch):
     assert off[2] < off[0]  # and it is training
 
 
+def test_validation_runs_through_the_bf16_head(monkeypatch):
+    """With the FP8 head on, training goes through it but validation (model.eval()) does not: the val
+    loss is exactly the plain bf16 head's, not FP8's rounding of it (the target is judged on that number)."""
+    from kernels import fp8_head
+
+    h = tg.PRESETS["tiny"]
+    torch.manual_seed(0)
+    model = tg.GPT(h, h.seq_len)
+    model.attend = tg.DenseAttention()
+    model.attend.eot = h.eot_token
+    with torch.no_grad():
+        model.lm_head.weight.normal_(0, 0.05)  # a trained-looking head (zero-init would hide FP8's rounding)
+    seq = torch.randint(1, h.vocab_size, (2, 129), generator=torch.Generator().manual_seed(1))
+    seq[:, 0] = h.eot_token
+    x, y, w = seq[:, :-1], seq[:, 1:], torch.tensor([64, 64])
+
+    def loss(kernels, train):
+        monkeypatch.setattr(tg, "KERNELS", kernels)
+        model.train(train)
+        with torch.no_grad():
+            return model(x, y, w, reduction="sum").item()
+    plain = loss(tg.NoKernels(), False)
+    fp8 = capability.Kernels(fp8_head=fp8_head.fp8_head)
+    assert loss(fp8, False) == plain
+    assert loss(fp8, True) != plain and abs(loss(fp8, True) - plain) < 0.02 * abs(plain)
+
+
 def test_the_log_embeds_the_kernels_the_trainer_imported():
     """A run's source section holds train_gpt.py and every kernels/*.py imported by then."""
     import kernels.xxt  # noqa: F401  (imported above too; explicit here)

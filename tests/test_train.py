@@ -112,15 +112,29 @@ def test_muon_matches_a_plain_reference(shape, ns_dtype, tol, monkeypatch):
 
 
 def test_muon_groups_by_shape_and_keeps_momentum():
-    """Parameters of different shapes land in different groups (all_gather needs equal shapes), and the
-    momentum buffer carries over between steps."""
+    """Matrices land in groups by shape, the long side last (a tall matrix joins its transpose's group:
+    the iteration runs on the short side anyway), so ranks can share a group evenly; Q, K, V of a stacked
+    parameter are three matrices; the momentum carries over between steps."""
     a, b, c = (torch.nn.Parameter(torch.randn(s)) for s in [(8, 4), (4, 8), (8, 4)])
-    opt = tg.Muon([a, b, c], lr=0.1, momentum=0.5)
-    assert [len(g["params"]) for g in opt.param_groups] == [2, 1]
-    for p in (a, b, c):
+    qkv = torch.nn.Parameter(torch.randn(3, 4, 4))
+    opt = tg.Muon([a, b, c, qkv], lr=0.1, momentum=0.5)
+    assert [(u["shape"], len(u["items"])) for u in opt.units] == [((4, 8), 3), ((4, 4), 3)]
+    for p in (a, b, c, qkv):
         p.grad = torch.ones_like(p)
     opt.step()
-    assert torch.equal(opt.state[a]["momentum_buffer"], torch.full((8, 4), 0.5))
+    assert torch.equal(opt.units[0]["momentum"][0], torch.full((4, 8), 0.5))  # a's gradient, transposed: ones
+
+
+def test_muon_shares_the_gpt2_small_matrices_evenly_over_8_ranks():
+    """At gpt2-small, 48 matrices of 768×768 (Q, K, V, O of 12 layers) and 24 of 768×3072 (the MLP's two,
+    one transposed): 6 and 3 per rank of 8, none idle and none doubled."""
+    class Eight:
+        rank, world = 0, 8
+    h = tg.PRESETS["gpt2-small"]
+    shapes = [(3, 768, 768), (768, 768), (3072, 768), (768, 3072)] * h.num_layers
+    params = [torch.nn.Parameter(torch.empty(s, device="meta")) for s in shapes]
+    opt = tg.Muon(params, lr=0.05, momentum=0.95, comm=Eight())
+    assert [(u["shape"], len(u["items"]), u["k"]) for u in opt.units] == [((768, 3072), 24, 3), ((768, 768), 48, 6)]
 
 
 # ---- the model ---------------------------------------------------------------------------------------
@@ -423,3 +437,19 @@ def test_bench_tiny_tokens_per_second(benchmark, compiled):
     benchmark.pedantic(step, rounds=10, warmup_rounds=2)
     tokens = TINY.seq_len * TINY.batch_seqs * TINY.grad_accum
     benchmark.extra_info["tokens_per_s"] = round(tokens / benchmark.stats["median"])
+
+
+@pytest.mark.gpu
+def test_gpu_smoke_run_compiles_once_and_uses_the_kernels(fineweb_like, tmp_path):
+    """On one GPU, the gpt2-small code path (smoke width) under torch.compile with --kernels auto: the
+    device functions run for real (pinned, non-blocking copies; FlexAttention block masks; FP8 head on
+    sm89+), each kernel's start-up line says checked and raced, nothing recompiles after the warm-up, the
+    loss is finite and the RESULT carries MFU."""
+    cmd = [sys.executable, str(ROOT / "train_gpt.py"), "--preset", "gpt2-small-smoke", "--data-dir", str(fineweb_like),
+           "--log-dir", str(tmp_path), "--run-id", "gpu", "--max-steps", "5", "--val-every", "0"]
+    p = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=1200)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    log = (tmp_path / "gpu.txt").read_text()
+    r = json.loads(log.rstrip().split("\n")[-1][len("RESULT "):])
+    assert r["recompiles"] == 0 and r["graphs"] >= 1 and math.isfinite(r["val_loss"]) and r["mfu"] is not None
+    assert "fwd+bwd" in log and "attention: flex_attention" in log and "node: {" in log

@@ -120,7 +120,7 @@ PRESETS = {
 # same groups over 8 ranks), grad_accum split, data slicing, vocab and schedules. For tests and `speedrun
 # doctor` on synthetic shards in FineWeb's format; never a record.
 PRESETS["gpt2-small-smoke"] = replace(PRESETS["gpt2-small"], model_dim=64, num_heads=2, seq_len=512,
-                                      val_seq_len=1024, val_tokens=8192, warmup_steps=2)
+                                      val_seq_len=1024, val_tokens=4096, warmup_steps=2)
 
 
 def parse_args(argv=None):

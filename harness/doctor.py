@@ -205,10 +205,10 @@ def preset_run(track: dict, device_type: str, *, quick: bool, say) -> list[Line]
     bad = [] if finite else ["the loss is not finite"]
     if r.get("recompiles"):
         bad.append(f"{r['recompiles']} recompile(s) after the warm-up")
+    graphs = (f"{r.get('graphs') or 0} graph(s), {r.get('recompiles') or 0} recompile(s), {r.get('graph_breaks') or 0} "
+              "graph break(s)") if r.get("graphs") is not None else "not compiled (--quick on CPU)"
     fig = (f"{r['steps']} steps of {track['preset']}: step {r['step_avg_ms']:.1f} ms after a {r.get('warmup_s', 0):.0f} s "
-           f"warm-up ({'compiled' if compiled else 'eager: --quick on CPU'}), {r.get('graphs') or 0} graph(s), "
-           f"{r.get('recompiles') or 0} recompile(s), {r.get('graph_breaks') or 0} graph break(s), peak "
-           f"{r['peak_memory_mib']:,} MiB, loss {r['val_loss']:.3f}; {wall:.0f} s in all")
+           f"warm-up; {graphs}; peak {r['peak_memory_mib']:,} MiB, loss {r['val_loss']:.3f}; {wall:.0f} s in all")
     lines.append(Line("preset", "broken" if bad else "ok", fig + ("; " + "; ".join(bad) if bad else ""), r))
     say(_show(lines[-1]))
     return lines

@@ -373,14 +373,14 @@ def fineweb_like(tmp_path_factory):
 def test_eight_ranks_match_one_rank_on_the_gpt2_small_code_path(fineweb_like, tmp_path):
     """The gpt2-small code path at toy width (preset gpt2-small-smoke: 12 layers, grad_accum 8, batch 1):
     8 gloo ranks (one micro-batch each, Muon's groups sharded 8 ways, validation split 8 ways) and 1 rank
-    (8 accumulated micro-batches) give the same val losses over 3 steps within 2e-3 (bf16 activations on
+    (8 accumulated micro-batches) give the same val losses over 2 steps within 2e-3 (bf16 activations on
     this CPU, reduction order)."""
     def run(nproc, run_id):
-        return val_losses(run_trainer(fineweb_like, tmp_path, nproc, run_id, preset="gpt2-small-smoke"))
+        return val_losses(run_trainer(fineweb_like, tmp_path, nproc, run_id, steps=2, preset="gpt2-small-smoke"))
     eight, one = run(8, "eight"), run(1, "one")
-    assert len(one) == len(eight) == 4 and one[0] == eight[0]
+    assert len(one) == len(eight) == 3 and one[0] == eight[0]
     assert max(abs(a - b) for a, b in zip(one, eight)) < 2e-3, (one, eight)
-    assert one[-1] != one[0]  # the steps changed the model (from a zero head, 3 steps barely move ln V)
+    assert one[-1] != one[0]  # the steps changed the model (from a zero head, 2 steps barely move ln V)
 
 
 def test_the_log_has_the_design_sections(one_rank_log):

@@ -4,7 +4,9 @@ Shard: 256 little-endian int32 (magic 20240520, version 1, token count, zeros), 
 little-endian uint16 tokens. Every document begins with the end-of-text token.
 
 Synthetic corpus: each document draws a hidden topic z ~ π, a first token from first_z, then walks
-topic z's sparse Markov chain, ending after each content token with probability q = 1/mean_doc_len.
+topic z's sparse Markov chain, ending after each content token with probability q = 1/mean_doc_len,
+and surely after max_doc_len of them (if set: then every document, its EOT included, fits in one
+sequence of max_doc_len + 1 tokens, so every val token can be predicted from its document's start).
 Because the process is known, the Bayes-optimal val loss (the track's floor) is computed exactly by
 forward filtering over the current document's topic.
 
@@ -24,7 +26,7 @@ from harness.files import atomic_write
 
 MAGIC, VERSION, HEADER_INTS = 20240520, 1, 256
 HEADER_BYTES = HEADER_INTS * 4
-GENERATOR = "harness.data v1"
+GENERATOR = "harness.data v2"  # v2: max_doc_len (without it, v1's shards byte for byte)
 
 
 # ---- shards --------------------------------------------------------------------------------------
@@ -117,6 +119,7 @@ class SyntheticConfig:
     eot_token: int
     val_tokens: int
     seed: int
+    max_doc_len: int = 0  # content tokens per document at most, then EOT; 0: no cap (track v1)
 
     @classmethod
     def from_track(cls, track: dict, seed: int | None = None) -> "SyntheticConfig":
@@ -126,12 +129,13 @@ class SyntheticConfig:
             raise InputError(f"{where}: data.source is {data.get('source')!r}, not 'synthetic'; "
                              f"use the command for that source (e.g. `speedrun data fineweb`)")
         syn = data.get("synthetic", {})
-        fields = {f.name for f in dataclasses.fields(cls)} - {"eot_token", "val_tokens", "seed"}
+        optional = {"max_doc_len"}
+        fields = {f.name for f in dataclasses.fields(cls)} - {"eot_token", "val_tokens", "seed"} - optional
         missing = sorted(fields - syn.keys()) + [k for k in ("eot_token", "val_tokens", "seed")
                                                  if k not in data]
         if missing:
             raise InputError(f"{where}: [data]/[data.synthetic] lacks {', '.join(missing)}")
-        cfg = cls(**{k: syn[k] for k in fields}, eot_token=data["eot_token"],
+        cfg = cls(**{k: syn[k] for k in fields | (optional & syn.keys())}, eot_token=data["eot_token"],
                   val_tokens=data["val_tokens"], seed=data["seed"] if seed is None else seed)
         content = cfg.vocab_size - 1
         problems = [p for ok, p in [
@@ -141,6 +145,8 @@ class SyntheticConfig:
             (1 <= cfg.first_tokens <= content, "first_tokens must be in 1..vocab_size-1"),
             (cfg.topics >= 1 and cfg.mean_doc_len >= 1 and cfg.concentration > 0,
              "need topics >= 1, mean_doc_len >= 1, concentration > 0"),
+            (isinstance(cfg.max_doc_len, int) and cfg.max_doc_len >= 0,
+             "max_doc_len must be a whole number >= 1 (or 0: no cap)"),
             (cfg.topics * cfg.vocab_size ** 2 <= 2 ** 27,
              "topics * vocab_size^2 must be <= 2^27: the floor keeps dense (K,V,V) tables"),
             (cfg.train_tokens >= 1 and cfg.shard_tokens >= 1 and cfg.val_tokens >= 1,
@@ -162,6 +168,7 @@ class World:
     succ_p: np.ndarray      # (K,V,S) their probabilities
     q: float                # P(document ends) after each content token
     eot: int
+    max_len: int = 0        # a document ends surely after this many content tokens (0: never forced)
     first: np.ndarray = dataclasses.field(init=False, repr=False)
     trans: np.ndarray = dataclasses.field(init=False, repr=False)
 
@@ -189,7 +196,7 @@ def make_world(cfg: SyntheticConfig, rng: np.random.Generator | None = None) -> 
     first_p = rng.dirichlet(np.full(F, cfg.concentration), size=K)
     succ_idx = content[np.argsort(rng.random((K, V, V - 1)), axis=-1)[..., :S]]
     succ_p = rng.dirichlet(np.full(S, cfg.concentration), size=(K, V))
-    return World(pi, first_idx, first_p, succ_idx, succ_p, 1.0 / cfg.mean_doc_len, cfg.eot_token)
+    return World(pi, first_idx, first_p, succ_idx, succ_p, 1.0 / cfg.mean_doc_len, cfg.eot_token, cfg.max_doc_len)
 
 
 def _categorical(rng, cum: np.ndarray) -> np.ndarray:
@@ -203,13 +210,15 @@ def sample_stream(world: World, n_tokens: int, rng: np.random.Generator) -> np.n
     """Exactly `n_tokens` of concatenated documents (the last one cut off), starting with EOT.
 
     Vectorised over documents: draw every document's topic and length up front (a geometric length is
-    the same law as ending with probability q after each token), then fill position j of all
-    documents at least j long at once, longest first so the active ones are a prefix."""
+    the same law as ending with probability q after each token; capped at max_len, the same law as
+    ending surely after max_len), then fill position j of all documents at least j long at once,
+    longest first so the active ones are a prefix."""
     z_parts, len_parts, total = [], [], 0
     while total < n_tokens:  # enough documents to cover n_tokens
         m = int((n_tokens - total) * world.q * 1.1) + 16
         z_parts.append(rng.choice(len(world.pi), size=m, p=world.pi))
-        len_parts.append(rng.geometric(world.q, size=m))
+        L = rng.geometric(world.q, size=m)
+        len_parts.append(np.minimum(L, world.max_len) if world.max_len else L)
         total += int(len_parts[-1].sum()) + m
     z, L = np.concatenate(z_parts), np.concatenate(len_parts)
     ends = np.cumsum(L + 1)
@@ -266,15 +275,27 @@ def topic_posterior(world: World, tokens) -> np.ndarray:
     return post
 
 
+def doc_positions(world: World, tokens) -> np.ndarray:
+    """(n,): how many content tokens of its document tokens[:t+1] holds (0 at an EOT); the stream
+    starts with EOT."""
+    x = np.asarray(tokens)
+    i = np.arange(len(x))
+    return i - np.maximum.accumulate(np.where(x == world.eot, i, 0))
+
+
 def log_probs(world: World, tokens, context: bool = True) -> np.ndarray:
     """(n-1,): log P(tokens[t] | tokens[:t]) under the true process, t = 1..n-1; without `context`
-    the topic posterior is replaced by the prior π (the best predictor that ignores the document)."""
+    the topic posterior is replaced by the prior π (the best predictor that ignores the document).
+    After max_len content tokens the EOT is certain (probability 1), and any other token impossible."""
     x = np.asarray(tokens, dtype=np.int64)
     prev, cur = x[:-1], x[1:]
     post = topic_posterior(world, x) if context else np.broadcast_to(world.pi, (len(cur), len(world.pi)))
     p_first = (world.pi * world.first[:, cur].T).sum(1)
-    p_next = (1 - world.q) * (post * world.trans[:, prev, cur].T).sum(1)
-    p = np.where(prev == world.eot, p_first, np.where(cur == world.eot, world.q, p_next))
+    q = world.q
+    if world.max_len:  # the document so far is max_len long: it ends here, surely
+        q = np.where(doc_positions(world, x)[:-1] >= world.max_len, 1.0, world.q)
+    p_next = (1 - q) * (post * world.trans[:, prev, cur].T).sum(1)
+    p = np.where(prev == world.eot, p_first, np.where(cur == world.eot, q, p_next))
     with np.errstate(divide="ignore"):
         return np.log(p)
 

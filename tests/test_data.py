@@ -1,5 +1,6 @@
 """Shards (format, errors, atomic writes) and the synthetic corpus (determinism, structure, floor)."""
 import copy
+import dataclasses
 import hashlib
 import itertools
 import json
@@ -158,7 +159,8 @@ def test_corpus_is_deterministic_and_well_formed(tmp_path):
 
 def _brute_force_log_probs(world, x):
     """log P(x[t] | x[:t]) as a ratio of joint probabilities, each summed over every assignment of
-    topics to the documents (itertools.product), from the sparse rows directly."""
+    topics to the documents (itertools.product), from the sparse rows directly; a document that
+    already holds max_len content tokens ends surely."""
     K = len(world.pi)
 
     def first(k, v):
@@ -172,36 +174,44 @@ def _brute_force_log_probs(world, x):
     def joint(prefix):
         total = 0.0
         for z in itertools.product(range(K), repeat=n_docs):
-            p, d = math.prod(world.pi[k] for k in z), 0
+            p, d, length = math.prod(world.pi[k] for k in z), 0, 0
             for t in range(1, len(prefix)):
                 u, v = prefix[t - 1], prefix[t]
+                q = 1.0 if world.max_len and length == world.max_len else world.q
                 if v == world.eot:
-                    p *= world.q if u != world.eot else 0.0
-                    d += 1
-                elif u == world.eot:
+                    p *= q if u != world.eot else 0.0
+                    d, length = d + 1, 0
+                    continue
+                if u == world.eot:
                     p *= first(z[d], v)
                 else:
-                    p *= (1 - world.q) * succ(z[d], u, v)
+                    p *= (1 - q) * succ(z[d], u, v)
+                length += 1
             total += p
         return total
 
     return np.array([math.log(joint(x[: t + 1]) / joint(x[:t])) for t in range(1, len(x))])
 
 
-def test_floor_matches_brute_force_enumeration():
-    """On a tiny process (V=6, K=3, S=2, F=2) the filtered log-probabilities, hence the floor, equal
-    the brute-force ratios of joint probabilities over all topic assignments to 1e-10."""
+@pytest.mark.parametrize("max_doc_len", [0, 3])
+def test_floor_matches_brute_force_enumeration(max_doc_len):
+    """On a tiny process (V=6, K=3, S=2, F=2), uncapped and with documents capped at 3 content tokens,
+    the filtered log-probabilities, hence the floor, equal the brute-force ratios of joint
+    probabilities over all topic assignments to 1e-10 (with the cap: for a stream where a complete
+    document reaches the cap, so that its forced EOT, probability 1, is among the predictions)."""
     cfg = data.SyntheticConfig(vocab_size=6, topics=3, branching=2, first_tokens=2, mean_doc_len=3,
                                concentration=1.0, train_tokens=1, shard_tokens=1, eot_token=0,
-                               val_tokens=17, seed=3)
+                               val_tokens=17, seed=3, max_doc_len=max_doc_len)
     world = data.make_world(cfg)
-    for seed in range(100):  # the first stream with 3..5 documents and a document of >= 3 tokens
+    for seed in range(200):  # the first stream with 3..5 documents and a complete one of >= 3 tokens
         x = data.sample_stream(world, 18, np.random.default_rng(seed)).astype(np.int64)
         starts = np.flatnonzero(x == 0)
-        if 3 <= len(starts) <= 5 and np.diff(np.append(starts, 18)).max() >= 4:
+        if 3 <= len(starts) <= 5 and (np.diff(starts) - 1).max() >= 3:
             break
     else:
         pytest.fail("no suitable stream")
+    if max_doc_len:
+        assert (np.diff(starts) - 1).max() == max_doc_len and data.doc_positions(world, x).max() <= max_doc_len
     brute = _brute_force_log_probs(world, x)
     np.testing.assert_allclose(data.log_probs(world, x), brute, rtol=0, atol=1e-10)
     assert abs(data.bayes_floor(world, x) + brute.mean()) < 1e-10
@@ -229,18 +239,21 @@ def test_floor_is_calibrated_and_context_pays_on_tiny_cpu():
         if len(c) == 0:
             continue
         ll = logF[:, c[0]] + logT[:, c[:-1], c[1:]].sum(1) + (len(c) - 1) * math.log(1 - world.q)
-        ll += math.log(world.q) if e < len(x) else 0.0
+        ll += math.log(world.q) if e < len(x) and len(c) < world.max_len else 0.0  # forced EOT: log 1
         total += np.logaddexp.reduce(np.log(world.pi) + ll)
     assert abs(total - lp.sum()) < 1e-8 * abs(total)
 
     # (2) predictive entropy vs realised surprisal
     post, prev = data.topic_posterior(world, x), x[:-1]
+    at_cap = data.doc_positions(world, x)[:-1] == world.max_len
+    assert world.max_len and at_cap.sum() > 10  # the track caps documents, and val has capped ones
     H = np.empty(len(prev))
     for lo in range(0, len(prev), 8192):
         sl = slice(lo, lo + 8192)
         p = (1 - world.q) * np.einsum("tk,ktv->tv", post[sl], world.trans[:, prev[sl]])
         p[:, eot] += world.q
         p[prev[sl] == eot] = world.pi @ world.first
+        p[at_cap[sl]] = np.eye(len(world.pi @ world.first))[eot]  # the EOT is certain
         np.testing.assert_allclose(p.sum(1), 1.0, atol=1e-12)
         H[sl] = -(p * np.log(np.where(p > 0, p, 1.0))).sum(1)
     d = -lp - H
@@ -293,3 +306,73 @@ def test_cli_data_synthetic_json(tmp_path, monkeypatch, capsys):
     assert printed["seed"] == 1 and printed["config"]["seed"] == 1
     for name, s in printed["shards"].items():
         assert data.read_header(out / name) == s["tokens"]
+
+
+def test_documents_are_capped_at_max_doc_len_across_shards(tmp_path):
+    """With max_doc_len, no document of the train stream (read across its shard boundaries, where
+    documents continue) or of val holds more content tokens than the cap, some reach it exactly,
+    and the lengths follow the capped geometric law: mean (1 - (1-q)^C) / q. The track's own val
+    stream (v2) is cut by the trainer's val_sequences into spans that all start at a document."""
+    cap = 30
+    track = small_track(max_doc_len=cap, train_tokens=60_000, shard_tokens=7_000)  # shards cut documents
+    m = data.generate_from_track(track, out=tmp_path)
+    names = sorted(n for n in m["shards"] if "_train_" in n)
+    eot, q = track["data"]["eot_token"], 1 / SMALL["mean_doc_len"]
+    train = np.concatenate([data.read_shard(tmp_path / n) for n in names])
+    val = data.read_shard(tmp_path / "synthetic_val_000000.bin")
+    for s in (train, val):
+        starts = np.flatnonzero(s == eot)
+        lengths = np.diff(np.append(starts, len(s))) - 1
+        assert lengths.max() == cap and (lengths == cap).sum() > 5
+    crossing = [n for n in names if data.read_shard(tmp_path / n)[0] != eot]
+    assert crossing, "some shard should begin inside a document"
+    lengths = np.diff(np.flatnonzero(train == eot)) - 1
+    mean = (1 - (1 - q) ** cap) / q
+    assert abs(lengths.mean() - mean) < 4 * lengths.std() / math.sqrt(len(lengths))
+    # the floor honours the cap: a forced EOT costs nothing, so the floor drops below the cap-blind one
+    cfg = data.SyntheticConfig.from_track(track)
+    world = data.make_world(cfg)
+    blind = dataclasses.replace(world, max_len=0)
+    assert data.bayes_floor(world, val) < data.bayes_floor(blind, val)
+    assert abs(m["floor"]["val_loss"] - data.bayes_floor(world, val)) < 1e-12
+
+
+def test_tiny_cpu_val_spans_all_start_at_documents():
+    """tiny-cpu caps documents at seq_len - 1 content tokens: cut by the trainer's rule
+    (train_gpt.val_sequences, copied here to keep this module free of torch), every val span starts
+    at an EOT, so every val token is predicted from its document's start."""
+    track = load_track("tiny-cpu")
+    cfg = data.SyntheticConfig.from_track(track)
+    assert cfg.max_doc_len == 255  # + its EOT = one 256-token val sequence
+    world_rng, _, val_rng = data._rngs(cfg.seed)
+    val = data.sample_stream(data.make_world(cfg, world_rng), cfg.val_tokens + 1, val_rng)
+    starts = np.flatnonzero(val == cfg.eot_token)
+    p, n, spans = 0, cfg.val_tokens, []
+    while p < n:  # = train_gpt.val_sequences(val, n, 256, eot)
+        limit = min(p + 256, n)
+        j = np.searchsorted(starts, limit, side="right") - 1
+        q = int(starts[j]) if limit < n and starts[j] > p else limit
+        spans.append((p, q))
+        p = q
+    assert all(val[p] == cfg.eot_token for p, _ in spans)
+    assert sum(q - p for p, q in spans) == n
+
+
+def test_uncapped_config_reproduces_track_v1_val_shard():
+    """Without max_doc_len (track v1) the generator writes v1's val shard byte for byte: its sha256
+    is the one records tiny-cpu/0001 and 0002 logged, so v1 records stay reproducible."""
+    track = copy.deepcopy(load_track("tiny-cpu"))
+    del track["data"]["synthetic"]["max_doc_len"]
+    cfg = data.SyntheticConfig.from_track(track)
+    assert cfg.max_doc_len == 0
+    world_rng, _, val_rng = data._rngs(cfg.seed)
+    val = data.sample_stream(data.make_world(cfg, world_rng), cfg.val_tokens + 1, val_rng)
+    body = np.zeros(256, dtype="<i4")
+    body[:3] = 20240520, 1, len(val)
+    digest = hashlib.sha256(body.tobytes() + val.astype("<u2").tobytes()).hexdigest()
+    assert digest == "fe6ebba0497246f37640bf53e891957b3ea0a4866a7ac45e41daea6ba9667ce7"
+
+
+def test_bad_max_doc_len_is_refused():
+    with pytest.raises(InputError, match="max_doc_len"):
+        data.SyntheticConfig.from_track(small_track(max_doc_len=-1))

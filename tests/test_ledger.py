@@ -12,6 +12,7 @@ import pytest
 import logmaker
 from harness.files import sha256_bytes
 from harness import cli, ledger
+from harness.track import load_track
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -62,7 +63,7 @@ def test_record_add_stores_everything_and_chains(root, tmp_path, capsys):
                                        "logs/run2.txt", "record.json", "train_gpt.py"]
     rec = ledger.read_record(folder)
     assert (rec.official, rec.contributors, rec.date, rec.parent, rec.track_version) == \
-        (True, ["alice", "bob"], "2026-01-02", None, 1)
+        (True, ["alice", "bob"], "2026-01-02", None, load_track("tiny-cpu")["version"])
     assert ledger.record_bytes(rec) == (folder / "record.json").read_bytes()
     assert rec.summary["n"] == 3 and rec.summary["std_val_loss"] > 0 and rec.summary["p_value"] < 0.01
     assert [r["seed"] for r in rec.runs] == [0, 1, 2] and all(r["steps"] == 20 for r in rec.runs)

@@ -861,14 +861,15 @@ def val_sequences(tokens: np.ndarray, n: int, seq_len: int, eot: int) -> list[tu
 
 def val_batches(files: list[str], h: Hyperparameters, device: torch.device):
     """The first val_tokens predictions, as document-aligned sequences padded to val_seq_len (padding
-    targets are -100, ignored by the loss); rank r takes sequences r, r+W, …."""
+    targets are -100, ignored by the loss); rank r takes sequences r, r+W, …. The last batch is padded
+    with empty rows to val_batch_seqs: one shape, so the compiled model compiles validation once."""
     tokens = np.concatenate([load_shard(f) for f in files])
     assert len(tokens) >= h.val_tokens + 1, f"val shards hold {len(tokens)} tokens, need {h.val_tokens + 1}"
     spans = val_sequences(tokens, h.val_tokens, h.val_seq_len, h.eot_token)[RANK::WORLD_SIZE]
     for i in range(0, len(spans), h.val_batch_seqs):
         batch = spans[i:i + h.val_batch_seqs]
-        x = np.full((len(batch), h.val_seq_len), h.eot_token, dtype=np.int64)
-        y = np.full((len(batch), h.val_seq_len), -100, dtype=np.int64)
+        x = np.full((h.val_batch_seqs, h.val_seq_len), h.eot_token, dtype=np.int64)
+        y = np.full((h.val_batch_seqs, h.val_seq_len), -100, dtype=np.int64)
         for row, (p, q) in enumerate(batch):
             x[row, :q - p], y[row, :q - p] = tokens[p:q], tokens[p + 1:q + 1]
         yield to_device(torch.from_numpy(x), device), to_device(torch.from_numpy(y), device)

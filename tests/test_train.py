@@ -55,6 +55,9 @@ def test_presets_match_their_tracks():
         vocab = track["data"].get("synthetic", track["data"]).get("vocab_size")
         assert vocab <= h.vocab_size, "the embedding must cover the track's vocabulary"
         assert h.val_tokens % h.val_seq_len == 0 and h.grad_accum % 2 == 0
+        cap = track["data"].get("synthetic", {}).get("max_doc_len")
+        if cap:  # every document, its EOT included, fits one val sequence: none is cut mid-document
+            assert cap + 1 <= h.val_seq_len
 
 
 # ---- Muon -------------------------------------------------------------------------------------------
@@ -303,6 +306,22 @@ def test_batches_start_at_documents_and_split_across_ranks(corpus):
     assert all((b[:, 0] == h.eot_token).all() for b in one[0])
     for i, b in enumerate(one[0]):
         assert torch.equal(b, two[i % 2][i // 2])
+
+
+def test_val_batches_cover_every_val_token_once_in_one_shape(corpus):
+    """Validation: every one of the first val_tokens predictions is a target exactly once, each span
+    starts at a document (the track caps documents to fit), and every batch has the same shape (the
+    last one padded with empty rows), so the compiled model compiles validation once."""
+    files = sorted(str(p) for p in corpus.glob("synthetic_val_*.bin"))
+    tokens = np.concatenate([tg.load_shard(f) for f in files])
+    spans = tg.val_sequences(tokens, TINY.val_tokens, TINY.val_seq_len, TINY.eot_token)
+    assert all(tokens[p] == TINY.eot_token for p, _ in spans)
+    assert len(spans) % TINY.val_batch_seqs  # the last batch is a partial one, padded
+    batches = list(tg.val_batches(files, TINY, torch.device("cpu")))
+    assert {tuple(x.shape) for x, _ in batches} == {(TINY.val_batch_seqs, TINY.val_seq_len)}
+    assert sum(int((y >= 0).sum()) for _, y in batches) == TINY.val_tokens
+    got = torch.cat([y[y >= 0] for _, y in batches]).numpy()
+    assert np.array_equal(got, tokens[1:TINY.val_tokens + 1])
 
 
 def test_schedules():

@@ -30,7 +30,8 @@ def rows(recs: list[ledger.Record], track: str, include_unofficial: bool = False
         out.append({"id": r.id, "number": r.number, "official": r.official, "title": r.title, "date": r.date,
                     "contributors": r.contributors, "train_time_ms": t, "delta_ms": delta,
                     "mean_val_loss": r.summary["mean_val_loss"], "std_val_loss": r.summary["std_val_loss"],
-                    "n": r.summary["n"], "p_value": r.summary["p_value"]})
+                    "n": r.summary["n"], "p_value": r.summary["p_value"], "track_version": r.track_version,
+                    "speedup": r.speedup})
         prev = t if t is not None else prev
     return out
 
@@ -60,8 +61,13 @@ def markdown(root: Path | None = None, include_unofficial: bool = False) -> tupl
             continue
         if any(r["train_time_ms"] is not None for r in rs):
             out += [f"![{name} progression](records/{name}/{PLOT})", ""]
-        out += ["| # | time | Δ vs previous | val loss (mean ± std, n) | p-value | date | title | contributors | record |",
-                "|---|---|---|---|---|---|---|---|---|"]
+        versions = sorted({r["track_version"] for r in rs})
+        if len(versions) > 1:
+            out += [f"Records of track versions {', '.join(f'v{v}' for v in versions)}: the rules or data changed "
+                    f"between them (see `records/{name}/track.toml`), so their losses are not comparable; times on "
+                    "the same hardware are. A speedup is the one measured side by side with its baseline.", ""]
+        out += ["| # | time | Δ vs previous | val loss (mean ± std, n) | p-value | date | title | contributors | record "
+                "| track | speedup (95% CI) |", "|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in rs:
             d = r["delta_ms"]
             delta = "-" if d is None else f"{d / 1000:+.3f} s"
@@ -69,9 +75,18 @@ def markdown(root: Path | None = None, include_unofficial: bool = False) -> tupl
             mark = "" if r["official"] else " (unofficial)"
             out.append(f"| {r['number']} | {fmt(r['train_time_ms'], '.3f', 1e-3, ' s')} | {delta} | {loss} | "
                        f"{fmt(r['p_value'], '.3g')} | {r['date']} | {md(r['title'])}{mark} | "
-                       f"{md(', '.join(r['contributors'])) or '-'} | [{r['id']}](records/{r['id']}/) |")
+                       f"{md(', '.join(r['contributors'])) or '-'} | [{r['id']}](records/{r['id']}/) | "
+                       f"v{r['track_version']} | {_speedup(r['speedup'])} |")
         out.append("")
     return "\n".join(out).rstrip("\n") + "\n", table
+
+
+def _speedup(sp: dict | None) -> str:
+    if not sp:
+        return "-"
+    lo, hi = sp.get("ci95") or (None, None)
+    return (f"{sp['speedup']:.3f}×" + (f" ({lo:.3f}–{hi:.3f})" if lo is not None else "")
+            + (f" vs {md(sp['baseline'])}" if sp.get("baseline") else ""))
 
 
 def write(root: Path | None = None, include_unofficial: bool = False, plot: bool = True,

@@ -96,12 +96,12 @@ PRESETS = {
         track="tiny-cpu",
         train_files="synthetic_train_*.bin", val_files="synthetic_val_*.bin",
         val_tokens=65536, eot_token=0, vocab_size=128,
-        seq_len=256, batch_seqs=16, grad_accum=2, val_seq_len=256, val_batch_seqs=64,
-        num_layers=4, model_dim=128, num_heads=4, num_value_embeds=2,
+        seq_len=256, batch_seqs=8, grad_accum=2, val_seq_len=256, val_batch_seqs=64,
+        num_layers=4, model_dim=64, num_heads=2, num_value_embeds=2,
         attn_scale=0.2, window_min=128, window_max=256, window_block=64,
-        num_steps=340, cooldown_frac=0.6, final_lr_frac=0.0, momentum_warmup_steps=100,
+        num_steps=260, cooldown_frac=0.6, final_lr_frac=0.0, momentum_warmup_steps=100,
         embed_lr=0.3, head_lr=0.008, scalar_lr=0.04,
-        val_every=50, warmup_steps=3,
+        val_every=65, warmup_steps=3,
     ),
     # The 124M-class record shape: 8×H100, FineWeb, GPT-2 tokens (track gpt2-small).
     "gpt2-small": Hyperparameters(
@@ -505,8 +505,8 @@ class GPT(nn.Module):
 # reduce-scattered (averaged) unit by unit from backward hooks as soon as a unit's last gradient lands
 # on the step's last micro-batch, so communication starts while the backward (or the optimizer's other
 # units) still runs; each rank updates its shard, then the updated parameters are all-gathered. Gradients
-# travel in fp32 (Adam's masters and Muon's momentum add them up); Muon's updates travel in bf16, exactly
-# what the bf16 Polar Express produced. One code path over NCCL and gloo; one rank skips the collectives.
+# travel in fp32 (Adam's masters and Muon's momentum add them up); Muon's updates travel in NS_DTYPE (bf16),
+# exactly what Polar Express produced. One code path over NCCL and gloo; one rank skips the collectives.
 
 # Polar Express (Amsel et al., 2025): a different odd quintic per iteration, minimax-optimal for
 # moving every singular value in (0, 1] towards 1; five of them leave σ in ≈ [0.85, 1.15] for any
@@ -520,7 +520,8 @@ POLAR_EXPRESS = (
 )
 
 
-NS_DTYPE = torch.bfloat16  # the iteration tolerates bf16's rounding; tests swap in float64
+NS_DTYPE = torch.bfloat16  # the iteration tolerates bf16's rounding; the trainer sets the activation dtype (fp32 on
+# a CPU without bf16 arithmetic, where emulated bf16 runs ~150x slower than fp32); tests swap in float64
 ADAM_BUCKET = 48 << 20  # elements per Adam bucket (fp32): big enough to fill the links, few enough to overlap
 
 
@@ -1035,7 +1036,7 @@ def main(argv=None):
 
     code_sha = hashlib.sha256(sources["train_gpt.py"].encode()).hexdigest()
     data_sha = ""
-    global LOG
+    global LOG, NS_DTYPE
     if RANK == 0:
         Path(args.log_dir).mkdir(parents=True, exist_ok=True)
         LOG = open(Path(args.log_dir) / f"{run_id}.txt", "w", encoding="utf-8")
@@ -1062,6 +1063,7 @@ def main(argv=None):
     torch.manual_seed(args.seed)  # same seed on every rank: identical initial weights, nothing to broadcast
     raw_model = GPT(h, max(h.seq_len, h.val_seq_len)).to(device)
     raw_model.attend, raw_model.act_dtype = attend, compute_dtype(device)
+    NS_DTYPE = raw_model.act_dtype  # before the optimizers allocate their update buffers in it
     comm = Comm()
     optimizers = build_optimizers(raw_model, h, comm)  # before compiling: Adam's parameters become bucket views
     model = maybe_compile(raw_model, device, h.compile and not args.no_compile)
@@ -1075,7 +1077,8 @@ def main(argv=None):
     log(f"model: {n_params:,} parameters, {h.num_layers} layers × {h.model_dim} wide, {h.num_heads} heads, "
         f"vocab {h.vocab_size}; Muon on {sum(p.numel() for u in optimizers[1].units for p in u['params']):,} of them")
     muon_split = ", ".join(f"{len(u['items'])} of {u['shape'][0]}×{u['shape'][1]} ({u['k']} a rank)" for u in optimizers[1].units)
-    log(f"optimizers sharded over {WORLD_SIZE} rank(s): Muon matrices {muon_split}; Adam {len(optimizers[0].units)} "
+    log(f"optimizers sharded over {WORLD_SIZE} rank(s): Muon matrices {muon_split}, Polar Express in "
+        f"{str(NS_DTYPE).removeprefix('torch.')}; Adam {len(optimizers[0].units)} "
         f"bucket(s) of ≤ {ADAM_BUCKET >> 20}M fp32 elements, 1/{WORLD_SIZE} of each per rank")
     flops, nbytes = step_cost(h)
     peak = node_peak(device)

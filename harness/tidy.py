@@ -46,9 +46,12 @@ def rows(parsed: logs.ParsedLog):
 def frame(paths):
     """A pandas DataFrame of every step line in `paths` (files or folders), sorted by file, trial, line.
     A folder's files that are not run logs are passed over; a named file that is not one is an error."""
-    import pandas as pd
-
     from harness.errors import InputError
+
+    try:
+        import pandas as pd
+    except ImportError:
+        raise InputError("tables of step lines need pandas: pip install -e '.[tables]'") from None
 
     named = {Path(p) for p in ([paths] if isinstance(paths, (str, Path)) else paths) if not Path(p).is_dir()}
     out = []

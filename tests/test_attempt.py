@@ -307,6 +307,19 @@ def test_multinode_launch_uses_the_rendezvous():
         launch.Launch(nproc=8, nnodes=2).argv("t.py")
 
 
+def test_runs_share_one_compile_cache(monkeypatch, tmp_path):
+    """Every run from a checkout compiles into <root>/.cache (a fresh clone starts cold, its later runs load
+    what the first compiled); a cache the user chose is kept; a CPU track hides the GPUs."""
+    track = {"hardware": {"accelerator": "cpu"}}
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    monkeypatch.setenv("SPEEDRUN_ROOT", str(tmp_path))
+    env = launch.trainer_env(track)
+    assert env["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / ".cache" / "inductor")
+    assert env["CUDA_VISIBLE_DEVICES"] == ""
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", "/elsewhere")
+    assert launch.trainer_env(track)["TORCHINDUCTOR_CACHE_DIR"] == "/elsewhere"
+
+
 @pytest.mark.slow
 def test_two_nodes_match_one_node(tmp_path, track_corpus):
     """Two "nodes" on this machine (two `speedrun attempt --nnodes 2 --node-rank r` of one process each, a

@@ -418,6 +418,9 @@ def test_the_log_has_the_design_sections(one_rank_log):
                 r"^CPU: .+ cores:\d+", r"^speedrun track:tiny-cpu preset:tiny seed:0 run_id:one world_size:1 device:cpu$",
                 r"^code_sha256 train_gpt\.py: [0-9a-f]{64}$", r"^data_sha256: [0-9a-f]{64} "):
         assert re.search(pat, env, re.M), pat
+    # Polar Express runs in the activation dtype: emulated bf16 on a CPU without it is ~150x slower than fp32
+    act = re.search(r"activations (\w+)$", run, re.M)[1]
+    assert re.search(rf"Polar Express in {act};", run), act
     lines = run.rstrip("\n").split("\n")
     step_lines = [l for l in lines if l.startswith("step:")]
     assert all(re.fullmatch(r"step:\d+/\d+ (val_loss:\d+\.\d{4} )?train_time:\d+ms step_avg:\d+\.\d{2}ms", l)

@@ -130,8 +130,8 @@ def trainer_command(track: dict, *, seed: int, data_dir: Path, run_id: str, log_
 
 def trainer_env(track: dict, **extra: str) -> dict:
     env = dict(os.environ, PYTHONUNBUFFERED="1", **extra)
-    # One compile cache for every run from this checkout: the first run compiles (~50 s on 2 CPU cores),
-    # the rest load it (~8 s). Warm-up is untimed either way; the user still waits. A fresh clone starts
+    # One compile cache for every run from this checkout: the first run compiles (~60 s on 2 CPU cores),
+    # the rest load it (~7 s). Warm-up is untimed either way; the user still waits. A fresh clone starts
     # cold, as it would on a fresh machine; the user's own setting wins.
     cache = repo_root() / ".cache"
     env.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache / "inductor"))

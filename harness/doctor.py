@@ -120,13 +120,12 @@ def run(track_name: str, *, quick: bool = False, say=print) -> dict:
             try:
                 mod = importlib.import_module(f"kernels.{name}")
                 out, err, tol = capability.worst(mod, capability.errors(mod, device))
-            except ModuleNotFoundError as e:
-                if e.name != "triton":
-                    raise
-                lines.append(Line(f"kernel {name}", "skipped", "Triton is not installed (a CPU install needs "
-                                  "pip install -e '.[dev]' for its interpreter)"))
             except Exception as e:  # noqa: BLE001
-                lines.append(Line(f"kernel {name}", "broken", f"{type(e).__name__}: {str(e)[:160]}"))
+                if isinstance(e, ModuleNotFoundError) and e.name == "triton":
+                    lines.append(Line(f"kernel {name}", "skipped", "Triton is not installed (a CPU install needs "
+                                      "pip install -e '.[dev]' for its interpreter)"))
+                else:
+                    lines.append(Line(f"kernel {name}", "broken", f"{type(e).__name__}: {str(e)[:160]}"))
             else:
                 lines.append(Line(f"kernel {name}", "ok" if err <= tol else "broken",
                                   f"matches its reference under Triton's interpreter (small shapes): {out} error "

@@ -23,7 +23,8 @@ import warnings
 SIGNIFICANCE = ("single-run", "t-test", "margin")
 TIMING = ("reset-after-10", "from-step-0")
 FLAGS = ("any", "parent")
-EPOCH_KEYS = {"name", "since", "since_record", "significance", "timing", "flags"}
+SPEED = ("interval", "logged-time", "none")  # rule 4: harness/judge.py
+EPOCH_KEYS = {"name", "since", "since_record", "significance", "timing", "flags", "speed"}
 
 
 def epochs(track: dict) -> list[dict]:
@@ -33,7 +34,9 @@ def epochs(track: dict) -> list[dict]:
     base = {"name": "current", "since": None, "since_record": None, "significance": sig.get("test", "t-test"),
             "alpha": sig.get("alpha", 0.01), "c": sig.get("c"), "dedupe": sig.get("dedupe", True),
             "timing": rules.get("timing", "from-step-0"), "flags": rules.get("flags", "parent"),
-            "allowed_flags": list(rules.get("allowed_flags", [])), "systems_only": rules.get("systems_only")}
+            "allowed_flags": list(rules.get("allowed_flags", [])), "systems_only": rules.get("systems_only"),
+            "speed": track.get("speed", {}).get("test", "interval"),
+            "speed_level": track.get("speed", {}).get("level", 0.95)}
     out, cur = [], dict(base)
     for e in rules.get("epochs", []):
         cur = {**cur, **e}
@@ -62,12 +65,15 @@ def validate(track: dict, where: str) -> str | None:
     for k, v in (("timing", rules.get("timing")), ("flags", rules.get("flags"))):
         if v is not None and v not in (TIMING if k == "timing" else FLAGS):
             return f"rules.{k} = {v!r}; known: {', '.join(TIMING if k == 'timing' else FLAGS)}"
+    test = track.get("speed", {}).get("test", "interval")
+    if test not in SPEED:
+        return f"speed.test = {test!r}; known: {', '.join(SPEED)}"
     prev = ""
     for i, e in enumerate(rules.get("epochs", [])):
         bad = set(e) - EPOCH_KEYS
         if bad:
             return f"rules.epochs[{i}] has unknown key(s) {', '.join(sorted(bad))} (known: {', '.join(sorted(EPOCH_KEYS))})"
-        for key, known in (("significance", SIGNIFICANCE), ("timing", TIMING), ("flags", FLAGS)):
+        for key, known in (("significance", SIGNIFICANCE), ("timing", TIMING), ("flags", FLAGS), ("speed", SPEED)):
             if key in e and e[key] not in known:
                 return f"rules.epochs[{i}].{key} = {e[key]!r}; known: {', '.join(known)}"
         since = e.get("since")

@@ -70,6 +70,7 @@ SCHEMA = {
                            "shard_tokens": int},
              "pin": dict},
     "significance": {"test": str, "alpha": NUM, "dedupe": bool, "c": NUM},
+    "speed": {"test": str, "level": NUM},
     "rules": {"banned": [{"pattern": str, "why": str}], "timing": str, "flags": str, "allowed_flags": [str],
               "systems_only": {"max_val_gap": NUM, "z": NUM, "from_frac": NUM}, "epochs": [dict]},
 }

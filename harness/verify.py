@@ -41,6 +41,7 @@ class Check:
     name: str
     ok: bool
     detail: str
+    unknown: bool = False   # the logs cannot decide it: shown "not checked", never "ok" (judge: unverifiable)
 
 
 @dataclass

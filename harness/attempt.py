@@ -84,6 +84,7 @@ class Options:
     contributors: tuple = ()
     allow_failing: bool = False       # with record: record unfinished or failing runs, marked unofficial
     as_json: bool = False
+    no_baseline: bool = False         # no baseline arm even where the track has a record: never a record
 
 
 # ---- the manifest --------------------------------------------------------------------------------------
@@ -132,24 +133,45 @@ def new_attempt_id(track: str, shared: str | None = None) -> str:
 
 # ---- the baseline: a record's own snapshot ---------------------------------------------------------------
 
-def snapshot_baseline(rec, dest: Path) -> Path:
-    """Copy the record's script and kernels (every stored file but logs/, README.md and record.json), each
-    checked against record.json's sha256, to dest; the script to run is its train_gpt.py (or its one .py)."""
+def _snapshot(rec) -> tuple[Path, list[str], str]:
+    """A record's stored code: (its folder, the files but logs/evidence/README/record.json, its script)."""
     from harness import ledger
 
     src = repo_root() / "records" / rec.folder
     files = [p for p in rec.files if not p.startswith(("logs/", "evidence/")) and p not in ledger.RESERVED]
+    scripts = ["train_gpt.py"] if "train_gpt.py" in files else [p for p in files if "/" not in p and p.endswith(".py")]
+    if len(scripts) != 1:
+        raise InputError(f"record {rec.id} stores {len(scripts) or 'no'} top-level scripts ({', '.join(scripts)}): "
+                         f"nothing to run as its baseline")
+    return src, files, scripts[0]
+
+
+def snapshot_baseline(rec, dest: Path) -> Path:
+    """Copy the record's script and kernels (every stored file but logs/, README.md and record.json), each
+    checked against record.json's sha256, to dest; the script to run is its train_gpt.py (or its one .py)."""
+    src, files, script = _snapshot(rec)
     for rel in files:
         data = (src / rel).read_bytes() if (src / rel).is_file() else None
         if data is None or sha256_bytes(data) != rec.files[rel]:
             raise InputError(f"{src / rel}: missing or edited since it was recorded; run `speedrun ledger check`")
         (dest / rel).parent.mkdir(parents=True, exist_ok=True)
         (dest / rel).write_bytes(data)
-    scripts = ["train_gpt.py"] if "train_gpt.py" in files else [p for p in files if "/" not in p and p.endswith(".py")]
-    if len(scripts) != 1:
-        raise InputError(f"record {rec.id} stores {len(scripts) or 'no'} top-level scripts ({', '.join(scripts)}): "
-                         f"nothing to run as its baseline")
-    return dest / scripts[0]
+    return dest / script
+
+
+def same_code(rec, script: Path) -> bool:
+    """Is `script` the record's code, byte for byte? Its bytes are the record's script's, and every other
+    file the record stored (the kernels its logs embedded) is the same beside it. Then an attempt is a
+    reproduction (a node calibration), never a record: there is nothing new to time against."""
+    try:
+        src, files, main = _snapshot(rec)
+    except InputError:
+        return False
+    for rel in files:
+        mine = script if rel == main else script.parent / rel
+        if not mine.is_file() or sha256_file(mine) != rec.files[rel]:
+            return False
+    return True
 
 
 # ---- one run ---------------------------------------------------------------------------------------------
@@ -235,9 +257,14 @@ def run_attempt(o: Options, console=None) -> tuple[int, dict]:
     if o.timeout is not None and o.timeout <= 0:
         raise InputError(f"--timeout {o.timeout}: expected seconds > 0")
     nproc = o.nproc or track_nproc(track)
-    rec = ledger.find(ledger.records(), o.baseline, "--baseline") if o.baseline else None
+    if o.baseline and o.no_baseline:
+        raise InputError("--baseline and --no-baseline: give one")
+    recs = ledger.records()
+    rec = ledger.find(recs, o.baseline, "--baseline") if o.baseline else \
+        None if o.no_baseline else ledger.default_parent(recs, track["name"])
     if rec is not None and rec.track != track["name"]:
         raise InputError(f"--baseline {rec.id} is a {rec.track} record; this attempt is on {track['name']}")
+    repro = rec.id if rec is not None and same_code(rec, script) else None
     data_dir, _ = launcher.prepare_data(track, o.data_dir)
 
     if o.nnodes > 1 and not o.rdzv_id:
@@ -250,7 +277,7 @@ def run_attempt(o: Options, console=None) -> tuple[int, dict]:
     except FileExistsError:
         raise InputError(f"{adir}: exists; a multi-node attempt needs a --rdzv-id of its own") from None
     base = None
-    if rec is not None:
+    if rec is not None and not repro:  # a reproduction runs no baseline arm: the code is the record's
         base = {"record": rec.id, "script": str(snapshot_baseline(rec, adir / "baseline")),
                 "launch": rec.launch or {"convention": "speedrun"}}
         base["script_sha256"] = sha256_file(Path(base["script"]))
@@ -260,26 +287,85 @@ def run_attempt(o: Options, console=None) -> tuple[int, dict]:
     manifest = Manifest(adir, {
         "schema": SCHEMA, "id": aid, "dir": str(adir), "track": track["name"], "track_version": track["version"],
         "status": "running", "started": _now(), "finished": None, "command": ["speedrun", *sys.argv[1:]],
-        "script": str(script), "script_sha256": sha256_file(script), "baseline": base,
+        "script": str(script), "script_sha256": sha256_file(script), "baseline": base, "reproduction_of": repro,
         "seeds": seeds, "nproc": nproc, "nnodes": o.nnodes, "max_steps": o.max_steps, "timeout_s": o.timeout,
-        "data_dir": str(data_dir), "runs": [], "verdict": None, "recorded": None})
+        "data_dir": str(data_dir), "runs": [], "verdict": None, "looks": [], "recorded": None})
+    against = (f", A/B against {base['record']}" if base else f", a reproduction of {repro} (its code, byte for byte: "
+               "no baseline arm)" if repro else ", no baseline (--no-baseline: never a record)" if o.no_baseline
+               else ", no baseline (the track has no record yet)")
     console.print(f"[bold]attempt {aid}[/]: {track['name']} v{track['version']}, {len(plan)} run(s) × {nproc} "
-                  f"process(es){f' × {o.nnodes} nodes' if o.nnodes > 1 else ''}"
-                  + (f", A/B against {base['record']}" if base else "") + f" → {adir}", highlight=False)
+                  f"process(es){f' × {o.nnodes} nodes' if o.nnodes > 1 else ''}{against} → {adir}", highlight=False)
     if not manifest.save():
         raise InputError(manifest.error)
+    if o.no_baseline:
+        manifest.data["no_baseline"] = True
+    interrupted = _run_guarded(o, track, plan, script, base, data_dir, nproc, manifest, console)
+    return _finish(o, track, manifest, interrupted, console)
 
+
+def extend_attempt(folder: str | Path, o: Options, console=None) -> tuple[int, dict]:
+    """`speedrun attempt --extend DIR`: more A/B pairs for the same attempt (same candidate, same baseline
+    snapshot, new seeds), judged again. Every look at the interval is kept in the manifest's `looks`, and a
+    record's README says after how many looks its verdict was reached: peeking until the interval clears
+    1 raises the rate of false records, so the count is disclosed, not hidden."""
+    from rich.console import Console
+
+    console = console or Console(stderr=o.as_json)
+    adir = Path(folder).resolve()
+    m = load_manifest(adir)
+    if m.get("status") != "done":
+        raise InputError(f"--extend {folder}: the attempt is {m.get('status')}; only a finished attempt is extended")
+    base = m.get("baseline")
+    if not base:
+        raise InputError(f"--extend {folder}: it has no baseline arm (a reproduction or --no-baseline): there is no "
+                         "speedup to narrow")
+    script = Path(m["script"])
+    for path, want, what in ((script, m["script_sha256"], "the candidate script"),
+                             (Path(base["script"]), base["script_sha256"], "the baseline snapshot")):
+        if not path.is_file() or sha256_file(path) != want:
+            raise InputError(f"--extend {folder}: {what} {path} changed since the attempt ran (or is gone): an "
+                             "extension runs the same code; start a new attempt")
+    track = load_track(m["track"])
+    n = o.runs or (m.get("verdict") or {}).get("speedup", {}).get("more_pairs_needed") or 2
+    first = max(m["seeds"]) + 1
+    seeds = list(range(first, first + min(int(n), 20)))
+    o = replace(o, track=m["track"], max_steps=m.get("max_steps"), nproc=m["nproc"], no_baseline=False)
+    plan = [(role, s) for s in seeds for role in ("baseline", "candidate")]
+    m.update(status="running", seeds=m["seeds"] + seeds)
+    m.setdefault("extensions", []).append({"at": _now(), "seeds": seeds,
+                                           "command": ["speedrun", *sys.argv[1:]]})
+    manifest = Manifest(adir, m)
+    if not manifest.save():
+        raise InputError(manifest.error)
+    console.print(f"[bold]attempt {m['id']}[/]: extended by {len(seeds)} A/B pair(s) (seeds {seeds[0]}–{seeds[-1]}); "
+                  f"look {len(m.get('looks') or []) + 1} at the interval", highlight=False)
+    interrupted = _run_guarded(o, track, plan, script, base, Path(m["data_dir"]), m["nproc"], manifest, console,
+                               start=len(m["runs"]))
+    return _finish(o, track, manifest, interrupted, console)
+
+
+def _run_guarded(o, track, plan, script, base, data_dir, nproc, manifest, console, start: int = 0) -> bool:
     old_term = proc.sigterm_as_interrupt()  # SIGTERM stops the attempt like Ctrl-C
-    interrupted = False
     try:
-        interrupted = _run_all(o, track, plan, script, base, data_dir, nproc, manifest, console)
+        return _run_all(o, track, plan, script, base, data_dir, nproc, manifest, console, start)
     finally:
         signal.signal(signal.SIGTERM, old_term)
 
-    m = manifest.data
+
+def _finish(o: Options, track: dict, manifest: Manifest, interrupted: bool, console) -> tuple[int, dict]:
+    """Judge (one more look, kept), record if asked, save: (exit code, the manifest)."""
+    m, adir = manifest.data, manifest.folder
     m["status"], m["finished"] = ("interrupted" if interrupted else "done"), _now()
     verdict = m["verdict"] = judge(m, track, o.max_steps)
-    code = EXIT_OK if verdict["record"] else EXIT_FAIL
+    if m.get("no_baseline"):
+        verdict["reasons"].append(_reason("no-baseline", "run with --no-baseline: never a record"))
+        verdict["record"] = False
+    sp = verdict.get("speedup") or {}
+    m.setdefault("looks", []).append({"at": m["finished"], "runs": len(m["runs"]), "pairs": sp.get("pairs"),
+                                      "speedup": sp.get("speedup"), "ci95": sp.get("ci95"),
+                                      "outcome": verdict["outcome"]})
+    ok = verdict["record"] or (verdict["reproduction_of"] and verdict["outcome"] == "accepted")
+    code = EXIT_OK if ok else EXIT_FAIL
     if interrupted:
         code = EXIT_INTERRUPTED
         if o.record:
@@ -287,6 +373,10 @@ def run_attempt(o: Options, console=None) -> tuple[int, dict]:
     elif o.record and not verdict["record"] and not o.allow_failing:
         m["recorded"] = {"recorded": False, "reason": "not a record (see the verdict): nothing recorded "
                                                       "(--unofficial records the runs, marked unofficial)"}
+        code = EXIT_FAIL
+    elif o.record and verdict["reproduction_of"] and not o.allow_failing:
+        m["recorded"] = {"recorded": False, "reason": f"a reproduction of {verdict['reproduction_of']}, not a record: "
+                                                      "nothing recorded"}
         code = EXIT_FAIL
     elif o.record:
         if not manifest.save():  # the record reads the manifest as it stands
@@ -312,7 +402,7 @@ def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def _run_all(o, track, plan, script, base, data_dir, nproc, manifest, console) -> bool:
+def _run_all(o, track, plan, script, base, data_dir, nproc, manifest, console, start: int = 0) -> bool:
     """Every planned run, in order; True when Ctrl-C/SIGTERM ended the attempt."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -324,7 +414,7 @@ def _run_all(o, track, plan, script, base, data_dir, nproc, manifest, console) -
                   transient=True) as progress:
         overall = progress.add_task(f"[bold]{track['name']}[/]", total=len(plan), info="")
         try:
-            for k, (role, seed) in enumerate(plan):
+            for k, (role, seed) in enumerate(plan, start):
                 tag = "b" if role == "baseline" else "c"
                 run_id = f"{track['name']}-{tag}{k}-s{seed}-{hashlib.sha256(manifest.data['id'].encode()).hexdigest()[:6]}"
                 launch = launcher.Launch(nproc=nproc, nnodes=o.nnodes, node_rank=o.node_rank,
@@ -352,7 +442,7 @@ def _run_all(o, track, plan, script, base, data_dir, nproc, manifest, console) -
 
                 watch = launcher.Watch(o.max_steps)
                 task = progress.add_task(f"  {role} s{seed}", total=None, info="starting")
-                progress.update(overall, info=f"run {k + 1}/{len(plan)}")
+                progress.update(overall, info=f"run {k - start + 1}/{len(plan)}")
 
                 def on_line(line, rank, watch=watch, task=task):
                     if watch.feed(line) in ("step", "val"):
@@ -380,7 +470,7 @@ def _run_all(o, track, plan, script, base, data_dir, nproc, manifest, console) -
                 manifest.save()
                 progress.remove_task(task)
                 progress.advance(overall)
-                _print_row(progress.console, entry, len(plan))
+                _print_row(progress.console, entry, start + len(plan))
                 if outcome not in ("ok", "interrupted"):
                     for line in entry["tail"]:
                         progress.console.print(f"      {line}", style="dim", markup=False, highlight=False)
@@ -439,21 +529,25 @@ def _print_row(console, e: dict, n: int) -> None:
 
 # ---- the verdict -----------------------------------------------------------------------------------------
 
-# Why an attempt is not a record: each reason is {"check": one of these, "detail": what happened}.
-# verify's own check names (target, timing, hardware, code, …) are used for failures it found.
+# What the attempt itself can get wrong before its logs are judged: each is a judge.reason(check, …) with
+# one of these checks; verify's checks and rule 4's `speed` come from the judge.
 REASONS = ("no-candidate", "unfinished", "never-started", "attempt-status", "logs-elsewhere", "unverifiable",
-           "no-log-here", "smoke", "no-pairs", "slower", "one-pair", "not-faster")
+           "no-log-here", "smoke", "no-pairs", "no-baseline")
 
 
-def _reason(check: str, detail: str) -> dict:
-    return {"check": check, "detail": detail}
+def _reason(check: str, detail: str, unknown: bool = False) -> dict:
+    from harness import judge as judging
+
+    return judging.reason(check, detail, unknown)
 
 
 def judge(m: dict, track: dict, max_steps: int | None = None) -> dict:
-    """Record or not, and why: unfinished candidate runs, verification of the candidate logs (target at
-    the track's α, completeness, timing, hardware, code), a smoke run, the speedup over the baseline.
-    `reasons` is a list of {"check", "detail"}; an empty list is a record."""
-    from harness import stats, verify
+    """Record or not, and why, from `harness.judge.decide`: the attempt's own problems (unfinished or
+    missing runs, a smoke run), verification of the candidate logs, and rule 4 (the paired speedup over
+    the baseline record). A reproduction (the candidate's code is the baseline record's) is judged on its
+    runs alone and compared with the record's own time (a node calibration). The verdict dict keeps the
+    keys scripts read (`record`, `reasons`, `summary`, `verify`, `speedup`) beside the judge's own."""
+    from harness import judge as judging, rules as rulebook, verify
 
     adir = Path(m["dir"])
     cands = [r for r in m["runs"] if r["role"] == "candidate"]
@@ -474,73 +568,80 @@ def judge(m: dict, track: dict, max_steps: int | None = None) -> dict:
     missing = [r for r in cands if r["outcome"] == "ok" and not r["log"]]
     if missing and len(missing) < len(cands):
         reasons.append(_reason("logs-elsewhere", f"{len(missing)} finished candidate run(s) left their log on "
-                                                 "another node: verify every run's log together"))
+                                                 "another node: verify every run's log together", unknown=True))
     logs = [str(adir / r["log"]) for r in cands if r["outcome"] == "ok" and r["log"]]
+    repro = m.get("reproduction_of")
+    against = repro or (m.get("baseline") or {}).get("record")
     v = None
     if logs:
         try:
             from harness import ledger
 
-            parent = ledger.parent_reference(track["name"], (m.get("baseline") or {}).get("record"))
+            parent = ledger.parent_reference(track["name"], against) if against else None
             v = verify.verify_files(logs, track["name"], script=m["script"], parent=parent)
         except InputError as e:
-            reasons.append(_reason("unverifiable", f"the candidate logs could not be verified: {e}"))
+            reasons.append(_reason("unverifiable", f"the candidate logs could not be verified: {e}", unknown=True))
     elif cands and not unfinished:
-        reasons.append(_reason("no-log-here", "no candidate log on this node (rank 0 ran on another)"))
-    if v is not None and not v.ok:
-        s, sig = v.summary, track["significance"]
-        failed = [c for r in v.runs for c in r.checks if not c.ok]
-        if any(c.name == "target" for c in failed):
-            if s["n"] >= 2 and s["mean_val_loss"] is not None:
-                p = "-" if s["p_value"] is None else f"{s['p_value']:.3g}"
-                reasons.append(_reason("target", f"target not met: mean val_loss {s['mean_val_loss']:.4f} over "
-                                                 f"{s['n']} run(s) vs {track['target']} (one-sided p = {p}, needs < "
-                                                 f"{sig.get('alpha', 0.01)})"))
-            else:
-                reasons.append(_reason("target", f"target not met: {s['n']} finished run(s); the t-test needs at "
-                                                 "least 2"))
-        for name in dict.fromkeys(c.name for c in failed if c.name != "target"):
-            reasons.append(_reason(name, next(c.detail for c in failed if c.name == name)))
+        reasons.append(_reason("no-log-here", "no candidate log on this node (rank 0 ran on another)", unknown=True))
     if max_steps:
         reasons.append(_reason("smoke", f"a smoke attempt (--max-steps {max_steps}): the runs stop before the "
                                         "track's last step"))
     speed = None
-    if m.get("baseline"):
-        speed, why = _speedup(m, stats)
-        if why:
-            reasons.append(why)
-    return finite({"record": not reasons, "reasons": reasons, "summary": v.summary if v else None,
-                   "verify": v.to_json() if v else None, "speedup": speed})
+    if m.get("baseline") and not repro:
+        speed = _speed(m)
+        if speed is None:
+            reasons.append(_reason("no-pairs", f"no seed with both runs finished: no speedup over "
+                                               f"{m['baseline']['record']}", unknown=True))
+    rules = rulebook.at(track)
+    d = judging.decide(v, rules, speed=speed, parent=against, reproduction_of=repro, problems=reasons)
+    out = {"record": d.record, "outcome": d.outcome, "label": d.label, "reproduction_of": repro,
+           "reasons": d.reasons, "notes": d.notes, "summary": v.summary if v else None,
+           "verify": v.to_json() if v else None, "speedup": _speed_json(m, speed) if speed else None,
+           "looks": len(m.get("looks") or []) + 1}
+    if repro and v is not None:
+        out["calibration"] = calibration(repro, v.summary)
+    return finite(out)
 
 
-def _speedup(m: dict, stats) -> tuple[dict | None, dict | None]:
-    """The paired A/B speedup over the baseline record, and the reason it falls short (or None)."""
+def _speed(m: dict):
+    """Rule 4's evidence: the paired speedup over the baseline record, from runs paired by seed (or by order
+    for a public script that picks its own seed)."""
+    from harness import judge as judging
+
     by_seed = {}
     for r in m["runs"]:
         if r["outcome"] == "ok" and r["train_time_ms"]:
             by_seed.setdefault(r["seed"], {})[r["role"]] = r["train_time_ms"]
     pairs = [(t["baseline"], t["candidate"]) for t in by_seed.values() if len(t) == 2]
-    rid = m["baseline"]["record"]
     if not pairs:
-        return None, _reason("no-pairs", f"no seed with both runs finished: no speedup over {rid}")
-    s = stats.speedup(pairs)
-    speed = {"baseline": rid, "pairs": len(pairs), "speedup": s.estimate, "ci95": [s.lo, s.hi],
-             "baseline_mean_ms": sum(a for a, _ in pairs) / len(pairs),
-             "candidate_mean_ms": sum(b for _, b in pairs) / len(pairs)}
+        return None
+    return judging.Speed.paired(m["baseline"]["record"], pairs, looks=len(m.get("looks") or []) + 1)
+
+
+def _speed_json(m: dict, speed) -> dict:
+    from harness import stats
+
+    out = {**speed.to_json(), "baseline": speed.against, "pairs": speed.n, "more_pairs_needed": speed.more_needed()}
     a = [r["train_time_ms"] for r in m["runs"] if r["role"] == "baseline" and r["outcome"] == "ok"]
     b = [r["train_time_ms"] for r in m["runs"] if r["role"] == "candidate" and r["outcome"] == "ok"]
     if len(a) >= 2 and len(b) >= 2:
-        speed["time_difference_ms_ci95"] = list(stats.welch_interval(a, b))
-    ci = "" if s.lo is None else f" (95% CI {s.lo:.3f}–{s.hi:.3f})"
-    if s.estimate <= 1:
-        return speed, _reason("slower", f"slower than baseline {rid}: speedup {s.estimate:.3f}×{ci}")
-    if s.lo is None:
-        return speed, _reason("one-pair", f"one A/B pair: no confidence interval on the speedup over {rid}; "
-                                          "run more seeds")
-    if s.lo <= 1:
-        return speed, _reason("not-faster", f"not faster than baseline {rid} at 95%: speedup {s.estimate:.3f}×{ci} "
-                                            "includes 1")
-    return speed, None
+        out["time_difference_ms_ci95"] = list(stats.welch_interval(a, b))
+    return out
+
+
+def calibration(record_id: str, summary: dict) -> dict | None:
+    """This node against the node a record was timed on, from a reproduction of its code: the record's
+    own mean train time over this node's (> 1: this node ran it faster)."""
+    from harness import ledger
+
+    try:
+        rec = ledger.find(ledger.records(), record_id, "reproduction")
+    except InputError:
+        return None
+    theirs, ours = rec.summary.get("mean_train_time_ms"), summary.get("mean_train_time_ms")
+    if not theirs or not ours:
+        return None
+    return {"record": rec.id, "record_ms": theirs, "this_node_ms": ours, "factor": theirs / ours}
 
 
 # ---- recording -------------------------------------------------------------------------------------------
@@ -590,7 +691,7 @@ def record_attempt(folder: str | Path, title: str, *, contributors=(), allow_fai
     # anything short of every planned run, finished and logged, can only be unofficial
     incomplete = bool(unfinished or without or m.get("status") != "done" or len(cands) < len(m.get("seeds") or []))
     from harness import leaderboard
-    parent = parent or (m.get("baseline") or {}).get("record")
+    parent = parent or (m.get("baseline") or {}).get("record") or m.get("reproduction_of")
     date = date or _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d")
     base_logs = [str(folder / r["log"]) for r in m["runs"] if r.get("role") == "baseline" and r.get("outcome") == "ok"
                  and r.get("log") and (folder / r["log"]).is_file()]
@@ -598,8 +699,17 @@ def record_attempt(folder: str | Path, title: str, *, contributors=(), allow_fai
                  "why": f"the interleaved A/B runs of {m['baseline']['record']}'s snapshot in this attempt"}] \
         if base_logs else []
     prepared = ledger.prepare(paths, m["track"], date=date, parent=parent, evidence=evidence)
-    if (m.get("verdict") or {}).get("speedup"):  # paired by seed in this attempt: better than the unpaired estimate
-        prepared.speedup = {**m["verdict"]["speedup"], "paired": True}
+    speed = _speed(m) if m.get("baseline") else None
+    if speed is not None and speed.against != prepared.parent:
+        speed = None  # timed against another record than the parent it claims: no rule-4 evidence for that one
+    if speed is not None:  # paired by seed in this attempt: better than the unpaired estimate
+        prepared.speedup = {**_speed_json(m, speed), "paired": True, "looks": max(1, len(m.get("looks") or []))}
+    # the attempt's own problems (a smoke run, …) count as at the attempt's end; the logs are judged again
+    problems = [r for r in judge(m, load_track(m["track"]), m.get("max_steps"))["reasons"]
+                if r["check"] in REASONS and r["check"] not in ("unfinished", "never-started", "attempt-status")]
+    if m.get("no_baseline"):
+        problems.append(_reason("no-baseline", "run with --no-baseline: never a record"))
+    decision = ledger.decide(prepared, speed=speed, problems=problems)
     notes = prepared.notes
     notes.append(f"from attempt {m['id']}: {len(cands)} candidate run(s), "
                  + ", ".join(f"{n} {o}" for o in OUTCOMES if (n := sum(r['outcome'] == o for r in cands))))
@@ -610,9 +720,11 @@ def record_attempt(folder: str | Path, title: str, *, contributors=(), allow_fai
     try:
         added = ledger.add(paths, m["track"], title, contributors=list(contributors), parent=parent, date=date,
                            allow_failing=allow_failing, unofficial_reason="its attempt lost runs" if incomplete else None,
-                           readme=readme, source=source, prepared=prepared, launch={"convention": "speedrun"})
+                           readme=readme, source=source, prepared=prepared, launch={"convention": "speedrun"},
+                           decision=decision)
     except ledger.Refused as e:
-        return {"recorded": False, "reason": str(e), "verdict": finite(e.verdict.to_json())}
+        return {"recorded": False, "reason": str(e), "verdict": finite(e.verdict.to_json()),
+                "decision": e.decision.to_json() if e.decision else None}
     leaderboard.write()
     return {"recorded": True, "record": added.record.to_json(), "ledger_line": added.line, "notes": added.notes}
 
@@ -647,17 +759,31 @@ def render(m: dict, console) -> None:
     if sp:
         ci = sp["ci95"]
         ci_text = "" if ci[0] is None else f", 95% CI {ci[0]:.3f}–{ci[1]:.3f}"
+        looks = len(m.get("looks") or [])
         console.print(f"vs {sp['baseline']}: speedup [bold]{sp['speedup']:.3f}×[/] over {sp['pairs']} A/B pair(s){ci_text} "
-                      f"(baseline {sp['baseline_mean_ms'] / 1000:.2f} s, candidate {sp['candidate_mean_ms'] / 1000:.2f} s)",
-                      highlight=False)
+                      f"(baseline {sp['baseline_mean_ms'] / 1000:.2f} s, candidate {sp['candidate_mean_ms'] / 1000:.2f} s)"
+                      + (f"; look {looks} at this interval" if looks > 1 else ""), highlight=False)
+    cal = v.get("calibration")
+    if cal:
+        f = cal["factor"]
+        console.print(f"node calibration: this node ran {cal['record']}'s code in {cal['this_node_ms'] / 1000:.2f} s, "
+                      f"the record's node in {cal['record_ms'] / 1000:.2f} s: this node is "
+                      f"{f:.3f}× {'faster' if f >= 1 else 'slower'} ({1 / f:.3f}× the record's time)", highlight=False)
     if m["status"] == "interrupted":
         console.print("[bold yellow]INTERRUPTED[/]: the attempt stopped; finished runs' logs are kept, the "
                       "manifest marks the interrupted run, nothing was recorded", highlight=False)
+    label = v.get("label") or ("RECORD" if v.get("record") else "NOT A RECORD")
+    good = v.get("record") or (v.get("reproduction_of") and v.get("outcome") == "accepted")
     if v.get("record"):
         console.print("[bold green]RECORD[/]: every candidate run finished and passed verification"
-                      + (", and it is faster than the baseline" if sp else ""), highlight=False)
+                      + (", and it is faster than the baseline side by side" if sp else
+                         " (the first record of its track: nothing to beat)"), highlight=False)
+    elif good:
+        console.print(f"[bold green]{label}[/]: its runs meet the target; the same code as the record, so a "
+                      "reproduction (a node calibration), not a record", highlight=False)
     else:
-        console.print("[bold red]NOT A RECORD[/]:", highlight=False)
+        console.print(f"[bold red]{label}[/]" + (" (unverifiable)" if v.get("outcome") == "unverifiable" else "") + ":",
+                      highlight=False)
         for reason in v.get("reasons", []):
             console.print(f"  - {reason['detail']}", highlight=False, markup=False)
     rec = m.get("recorded")

@@ -104,13 +104,18 @@ def _seeds(text: str) -> list[int]:
 def cmd_attempt(args) -> int:
     from harness import attempt
 
+    if not args.track and not args.extend:
+        raise InputError("attempt: --track is required (or --extend DIR to add pairs to a finished attempt)")
     o = attempt.Options(
         track=args.track, runs=args.runs, seeds=args.seeds, script=args.script, nproc=args.nproc,
         nnodes=args.nnodes, node_rank=args.node_rank, rdzv_endpoint=args.rdzv_endpoint, rdzv_id=args.rdzv_id,
         baseline=args.baseline, max_steps=args.max_steps, timeout=args.timeout, data_dir=args.data_dir,
         fault=args.fault, record=args.record, contributors=tuple(_contributors(args.contributors)),
-        allow_failing=args.unofficial, as_json=args.json)
-    code, m = attempt.run_attempt(o, _console(stderr=args.json))
+        allow_failing=args.unofficial, as_json=args.json, no_baseline=args.no_baseline)
+    if args.extend:
+        code, m = attempt.extend_attempt(args.extend, o, _console(stderr=args.json))
+    else:
+        code, m = attempt.run_attempt(o, _console(stderr=args.json))
     return _emit(args, m, attempt.render, code)
 
 
@@ -290,7 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     at = sub.add_parser("attempt", help="N seeded runs (interleaved with a baseline record's), every run in a "
                                         "manifest, verification and a verdict; exit 0 record, 1 not, 130 interrupted")
-    at.add_argument("--track", required=True)
+    at.add_argument("--track", help="the track (required unless --extend)")
     at.add_argument("--runs", type=int, help="runs of the candidate, seeds 0..N-1 (default 3)")
     at.add_argument("--seeds", type=_seeds, metavar="S,S,…", help="these seeds instead of 0..N-1")
     at.add_argument("--script", help="the trainer to run (default: train_gpt.py at the repo root)")
@@ -299,8 +304,12 @@ def build_parser() -> argparse.ArgumentParser:
     at.add_argument("--node-rank", type=int, help="this node's rank (torchrun --node-rank)")
     at.add_argument("--rdzv-endpoint", metavar="HOST:PORT", help="the rendezvous (the first node's address)")
     at.add_argument("--rdzv-id", help="rendezvous id shared by the nodes (a run index is appended)")
-    at.add_argument("--baseline", metavar="ID", help="a record id (tiny-cpu/0001): interleave its snapshot's runs, "
-                                                     "same seeds, and report the speedup with its 95%% CI")
+    at.add_argument("--baseline", metavar="ID", help="the record to beat (default: the track's latest official "
+                                                     "record): its snapshot's runs interleave with the candidate's, "
+                                                     "same seeds; the speedup's 95%% CI must lie above 1 (rule 4)")
+    at.add_argument("--no-baseline", action="store_true", help="no baseline arm: runs that can never be a record")
+    at.add_argument("--extend", metavar="DIR", help="add A/B pairs to this finished attempt (--runs N pairs; default: "
+                                                    "as many as its verdict said the spread needs); every look is kept")
     at.add_argument("--max-steps", type=int, help="stop each run early (smoke attempts; cannot be a record)")
     at.add_argument("--timeout", type=float, metavar="S", help="kill a run (its whole process tree) after S seconds")
     at.add_argument("--data-dir", help="shards folder (default: the track's data.dir)")

@@ -7,6 +7,7 @@ test checks that the committed leaderboard.md is current. matplotlib is imported
 from __future__ import annotations
 
 import io
+import re
 from pathlib import Path
 
 from harness import ledger
@@ -20,20 +21,46 @@ PLOT = "progress.png"
 
 
 def rows(recs: list[ledger.Record], track: str, include_unofficial: bool = False) -> list[dict]:
-    """The progression of one track: each shown record with its Δ vs the previous shown one."""
-    out, prev = [], None
+    """The progression of one track. Times from different nodes are never compared: as the community
+    ranks, a record's official time is its parent's official time divided by the speedup measured side by
+    side (`speedup`); the first record's is its measured time. A record whose speed was not measured side
+    by side (or whose parent is not on the board) starts a new chain from its measured time, and says so.
+    Δ vs previous compares official times within one chain only."""
+    out, official = [], {}
+    shown_prev = None
     for r in recs:
         if r.track != track or not (r.official or include_unofficial):
             continue
         t = r.summary["mean_train_time_ms"]
-        delta = None if prev is None or t is None else t - prev
+        sp = r.speedup or {}
+        chained = None
+        if r.official and r.parent in official and official[r.parent] is not None and sp.get("speedup"):
+            chained = official[r.parent] / sp["speedup"]
+        basis = ("side by side" if chained is not None else "first record" if r.official and r.parent is None
+                 else "not measured side by side" if r.official else "not a record")
+        off = chained if chained is not None else (t if r.official else None)
+        if r.official:
+            official[r.id] = off
+        comparable = chained is not None and shown_prev is not None and shown_prev[0] == r.parent
+        delta = off - shown_prev[1] if comparable else None
         out.append({"id": r.id, "number": r.number, "official": r.official, "title": r.title, "date": r.date,
-                    "contributors": r.contributors, "train_time_ms": t, "delta_ms": delta,
+                    "contributors": r.contributors, "official_time_ms": off, "time_basis": basis,
+                    "train_time_ms": t, "node": _node(r), "delta_ms": delta,
                     "mean_val_loss": r.summary["mean_val_loss"], "std_val_loss": r.summary["std_val_loss"],
                     "n": r.summary["n"], "p_value": r.summary["p_value"], "track_version": r.track_version,
-                    "speedup": r.speedup})
-        prev = t if t is not None else prev
+                    "speedup": r.speedup, "parent": r.parent})
+        if r.official:
+            shown_prev = (r.id, off)
     return out
+
+
+def _node(r: ledger.Record) -> str | None:
+    """The hardware the runs were timed on, as verification read it from the logs."""
+    for run in r.verdict.get("runs", []):
+        for c in run.get("checks", []):
+            if c.get("name") == "hardware" and c.get("ok"):
+                return re.sub(r" torch_threads:.*", "", c["detail"].removeprefix("CPU: "))
+    return None
 
 
 def markdown(root: Path | None = None, include_unofficial: bool = False) -> tuple[str, dict[str, list[dict]]]:
@@ -64,16 +91,23 @@ def markdown(root: Path | None = None, include_unofficial: bool = False) -> tupl
         versions = sorted({r["track_version"] for r in rs})
         if len(versions) > 1:
             out += [f"Records of track versions {', '.join(f'v{v}' for v in versions)}: the rules or data changed "
-                    f"between them (see `records/{name}/track.toml`), so their losses are not comparable; times on "
-                    "the same hardware are. A speedup is the one measured side by side with its baseline.", ""]
-        out += ["| # | time | Δ vs previous | val loss (mean ± std, n) | p-value | date | title | contributors | record "
-                "| track | speedup (95% CI) |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+                    f"between them (see `records/{name}/track.toml`), so their losses are not comparable.", ""]
+        out += ["Official time: the parent's official time divided by the speedup measured side by side (the "
+                "community's convention: times from different nodes are never compared). *Measured* is the "
+                "record's own mean time on its own node; † marks a record whose speed was not measured side by "
+                "side, where a new chain starts. Δ compares official times within a chain.", ""]
+        out += ["| # | official time | measured (node) | Δ vs previous | val loss (mean ± std, n) | p-value | date | "
+                "title | contributors | record | track | speedup (95% CI) |",
+                "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in rs:
             d = r["delta_ms"]
             delta = "-" if d is None else f"{d / 1000:+.3f} s"
             loss = f"{fmt(r['mean_val_loss'], '.4f')} ± {fmt(r['std_val_loss'], '.4f')} (n={r['n']})"
             mark = "" if r["official"] else " (unofficial)"
-            out.append(f"| {r['number']} | {fmt(r['train_time_ms'], '.3f', 1e-3, ' s')} | {delta} | {loss} | "
+            dagger = " †" if r["time_basis"] == "not measured side by side" else ""
+            node = f" ({md(r['node'])})" if r["node"] else ""
+            out.append(f"| {r['number']} | {fmt(r['official_time_ms'], '.3f', 1e-3, ' s')}{dagger} | "
+                       f"{fmt(r['train_time_ms'], '.3f', 1e-3, ' s')}{node} | {delta} | {loss} | "
                        f"{fmt(r['p_value'], '.3g')} | {r['date']} | {md(r['title'])}{mark} | "
                        f"{md(', '.join(r['contributors'])) or '-'} | [{r['id']}](records/{r['id']}/) | "
                        f"v{r['track_version']} | {_speedup(r['speedup'])} |")
@@ -99,7 +133,7 @@ def write(root: Path | None = None, include_unofficial: bool = False, plot: bool
     plots = []
     for name, rs in table.items():
         png = root / "records" / name / PLOT
-        pts = [(r["date"], r["train_time_ms"] / 1000, r["number"]) for r in rs if r["train_time_ms"] is not None]
+        pts = [r for r in rs if r["official"] and r["official_time_ms"] is not None]
         if not plot or not (root / "records" / name).is_dir():
             continue
         if not pts:
@@ -110,25 +144,35 @@ def write(root: Path | None = None, include_unofficial: bool = False, plot: bool
     return {"file": str(path), "plots": plots, "tracks": table}
 
 
-def _plot(name: str, pts: list[tuple[str, float, int]], png: Path) -> None:
-    import datetime as dt
-
+def _plot(name: str, rs: list[dict], png: Path) -> None:
+    """Official times (comparable, chained side by side) by record, on a log scale; measured times beside
+    them, hollow; one colour per track version."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    dates = [dt.date.fromisoformat(d) for d, _, _ in pts]
     fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
-    ax.step(dates, [t for _, t, _ in pts], where="post", color="tab:blue")
-    ax.plot(dates, [t for _, t, _ in pts], "o", color="tab:blue")
-    for d, (_, t, n) in zip(dates, pts):
-        ax.annotate(f"#{n}", (d, t), textcoords="offset points", xytext=(4, 4), fontsize=8)
-    ax.set_title(f"{name}: record train time")
-    ax.set_ylabel("train time (s)")
-    ax.set_xlabel("date")
-    ax.grid(alpha=0.3)
-    fig.autofmt_xdate()
+    xs = list(range(len(rs)))
+    ax.step(xs, [r["official_time_ms"] / 1000 for r in rs], where="post", color="0.6", lw=1)
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for k, v in enumerate(sorted({r["track_version"] for r in rs})):
+        sel = [(x, r) for x, r in zip(xs, rs) if r["track_version"] == v]
+        c = colours[k % len(colours)]
+        ax.plot([x for x, _ in sel], [r["official_time_ms"] / 1000 for _, r in sel], "o", color=c,
+                label=f"v{v} official")
+        ax.plot([x for x, _ in sel], [r["train_time_ms"] / 1000 for _, r in sel], "o", mfc="none", color=c,
+                label=f"v{v} measured")
+    for x, r in zip(xs, rs):
+        ax.annotate(f"#{r['number']}" + (" †" if r["time_basis"] == "not measured side by side" else ""),
+                    (x, r["official_time_ms"] / 1000), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    ax.set_yscale("log")
+    ax.set_xticks(xs, [f"#{r['number']}\n{r['date']}" for r in rs], fontsize=7)
+    ax.set_title(f"{name}: official record time (chained side-by-side speedups)")
+    ax.set_ylabel("train time (s, log scale)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", metadata={"Software": None})
     plt.close(fig)

@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from harness import logs, verify
+from harness import judge, logs, verify
 from harness.errors import InputError
 from harness.files import atomic_write, finite as number_tree, fsync_dir, number, sha256_bytes
 from harness.text import fmt, md
@@ -335,6 +335,9 @@ class Prepared:
     parent: str | None = None           # the record the runs were judged against (rule 3, its curves)
     evidence: list[dict] = field(default_factory=list)
     speedup: dict | None = None
+    speed: object = None                # judge.Speed: rule 4's evidence (the dict above is its stored form)
+    rules: dict = field(default_factory=dict)
+    reproduction_of: str | None = None  # the parent, when these runs are its code byte for byte
 
 
 def _read(paths: list, prefix: str, taken: set, known: dict | None = None) -> tuple[list[tuple[str, bytes]],
@@ -412,7 +415,7 @@ def prepare(log_paths: list[str], track_name: str, *, date: str | None = None, p
     paths}: stored under `evidence/`, each verified on its own; a baseline group is the preferred
     reference for the systems-only exception and gives the speedup. A missing file, a file with no run
     or an unknown track → InputError."""
-    from harness import rules as rulebook, stats
+    from harness import rules as rulebook
 
     track = load_track(track_name)
     taken: set = set()
@@ -426,6 +429,7 @@ def prepare(log_paths: list[str], track_name: str, *, date: str | None = None, p
         recs = records(root)
         rec = find(recs, parent, "--parent", root) if parent else default_parent(recs, track_name)
         if rec is not None:
+            check_parent(rec, track_name)
             parent_id, parent_ref = rec.id, reference(rec, root)
     rules = rulebook.at(track, date)
     groups = []
@@ -449,13 +453,40 @@ def prepare(log_paths: list[str], track_name: str, *, date: str | None = None, p
     base_times = next(([r.train_time_ms for r in verify.verify(gp, track, rules=rules).runs if r.train_time_ms]
                        for g, _, gp in groups if g["role"] == "baseline"), None)
     times = [r.train_time_ms for r in v.runs if r.train_time_ms]
+    sp = None
     if base_times and times:
-        sp = stats.speedup_unpaired(base_times, times)
         bdir = next(g["dir"] for g, _, _ in groups if g["role"] == "baseline")
-        speed = {"baseline": f"evidence/{bdir}" if bdir else "evidence", "runs": [len(base_times), len(times)],
-                 "speedup": sp.estimate, "ci95": [sp.lo, sp.hi], "baseline_mean_ms": sum(base_times) / len(base_times),
-                 "candidate_mean_ms": sum(times) / len(times)}
-    return Prepared(v, track, stored, notes, parent_id, out, speed)
+        sp = judge.Speed.unpaired(f"evidence/{bdir}" if bdir else "evidence", base_times, times)
+        speed = {"baseline": sp.against, "runs": [len(base_times), len(times)], "speedup": sp.estimate,
+                 "ci95": [sp.lo, sp.hi], "baseline_mean_ms": sp.baseline_mean_ms,
+                 "candidate_mean_ms": sp.candidate_mean_ms}
+    first = next((p for p in parsed if p.sources), None)
+    repro = parent_id if (parent_id and parent_ref is not None and parent_ref.sources and first is not None
+                          and _stored_names(first.sources) == parent_ref.sources) else None
+    return Prepared(v, track, stored, notes, parent_id, out, speed, sp, rules, repro)
+
+
+def _stored_names(sources: dict) -> dict:
+    """Embedded files under the names a record stores them by (what `reference` reads back)."""
+    return {safe_relpath(k) or k: v for k, v in sources.items()}
+
+
+def check_parent(rec: Record, track_name: str) -> None:
+    """A parent is a record of the same track: another track's record, or an unofficial one (not a
+    record), is bad input."""
+    if rec.track != track_name:
+        raise InputError(f"--parent {rec.id} is a {rec.track} record; these runs are on {track_name}: a record's "
+                         "parent is the record it beat on its own track")
+    if not rec.official:
+        raise InputError(f"--parent {rec.id} is unofficial (not a record): a parent must be a record it beat")
+
+
+def decide(prepared: Prepared, *, speed=None, problems=()) -> "judge.Decision":
+    """Ask the one judge about prepared runs: verification, rule 4 against the parent (`speed`: a paired
+    A/B from an attempt; else the unpaired baseline group found with the runs), a reproduction when the
+    code is the parent's byte for byte."""
+    return judge.decide(prepared.verdict, prepared.rules, speed=speed or prepared.speed, parent=prepared.parent,
+                        reproduction_of=prepared.reproduction_of, problems=list(problems))
 
 
 def summarize(v: verify.Verdict, track: dict) -> tuple[list[dict], dict]:
@@ -484,19 +515,25 @@ def _verdict_json(v: verify.Verdict) -> dict:
 def add(log_paths: list[str], track_name: str, title: str, *, contributors: list[str] = (), parent: str | None = None,
         date: str | None = None, allow_failing: bool = False, unofficial_reason: str | None = None,
         readme: str | None = None, source: dict | None = None, root: Path | None = None,
-        prepared: Prepared | None = None, launch: dict | None = None) -> Added:
-    """Verify, then store one record and append its ledger line. A failing verification raises Refused
-    unless `allow_failing` (then the record is stored unofficial); bad input raises InputError; either
-    way nothing is written. `unofficial_reason`: stored unofficial even if its logs verify, and the README
-    says why (an attempt that lost runs). The caller regenerates the leaderboard (`leaderboard.write`)."""
+        prepared: Prepared | None = None, launch: dict | None = None, decision=None) -> Added:
+    """Store one record and append its ledger line, as the judge decided (`decision`, else
+    `decide(prepared)`): official only when it is a record. Not a record raises Refused unless
+    `allow_failing` (then it is stored unofficial, with the judge's reasons); logs or runs already in the
+    ledger raise Refused whatever the flags; bad input raises InputError; either way nothing is written.
+    `unofficial_reason`: stored unofficial even if it is a record, and the README says why (an attempt that
+    lost runs). The caller regenerates the leaderboard (`leaderboard.write`)."""
     root = root or repo_root()
     date = date or _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d")
     if not DATE.match(date):
         raise InputError(f"--date {date!r}: expected YYYY-MM-DD")
     prepared = prepared or prepare(log_paths, track_name, date=date, parent=parent, root=root)
     v, track, stored, notes = prepared.verdict, prepared.track, prepared.stored, prepared.notes
-    if not v.ok and not allow_failing:
-        raise Refused(v)
+    decision = decision or decide(prepared)
+    if not decision.record and not allow_failing:
+        raise Refused(v, decision)
+    if not decision.record and unofficial_reason is None:
+        unofficial_reason = ("not a record: " + "; ".join(f"{r['rule']}: {r['detail']}" for r in decision.reasons)
+                             if decision.reasons else f"a reproduction of {decision.reproduction_of}, not a record")
     title = " ".join(title.split()) or "untitled"
     runs, summary = summarize(v, track)
     first = next((r.log for r in v.runs if r.log.sources), None)
@@ -512,6 +549,7 @@ def add(log_paths: list[str], track_name: str, title: str, *, contributors: list
         lines = read_lines(root)
         _recover(root, lines)
         existing = [read_record(root / "records" / ln["id"]) for ln in lines]
+        stored_before(existing, stored, v, root)
         parent = prepared.parent
         if parent is not None:
             parent = find(existing, parent, "--parent", root).id  # still there, under the lock
@@ -524,11 +562,11 @@ def add(log_paths: list[str], track_name: str, title: str, *, contributors: list
         files.update(stored)
         readme_text = render_readme(rid, track, title, date, contributors, parent, v, summary, readme, notes,
                                     unofficial_reason=unofficial_reason, evidence=prepared.evidence,
-                                    speedup=prepared.speedup)
+                                    speedup=prepared.speedup, decision=decision)
         files["README.md"] = readme_text.encode("utf-8")
         rec = Record(schema_version=SCHEMA_VERSION, id=rid, track=track_name, track_version=track["version"],
                      title=title, date=date, contributors=list(contributors), parent=parent,
-                     official=v.ok and unofficial_reason is None,
+                     official=decision.record and unofficial_reason is None,
                      code_sha256=first.code_sha256 if first else None,
                      files={k: sha256_bytes(b) for k, b in sorted(files.items())}, runs=runs, summary=summary,
                      verdict=_verdict_json(v), source=source, evidence=number_tree(prepared.evidence) or None,
@@ -557,23 +595,60 @@ def add(log_paths: list[str], track_name: str, title: str, *, contributors: list
 
 
 class Refused(Exception):
-    """Verification failed and --unofficial was not given: nothing was written."""
+    """Not a record (and --unofficial was not given), or runs the ledger already holds: nothing was written."""
 
-    def __init__(self, verdict: verify.Verdict):
-        self.verdict = verdict
-        failed = sorted({c.name for r in verdict.runs for c in r.checks if not c.ok})
-        super().__init__(f"verification failed ({', '.join(failed)}): nothing recorded; "
-                         f"`speedrun verify` shows why, `--unofficial` records it as unofficial")
+    def __init__(self, verdict: verify.Verdict, decision=None, message: str | None = None):
+        self.verdict, self.decision = verdict, decision
+        if message is None and decision is not None:
+            if decision.reproduced:
+                why = f"a reproduction of {decision.reproduction_of} (its code, byte for byte), not a record"
+            else:
+                why = f"{decision.label.lower()} ({decision.outcome}): " + "; ".join(
+                    f"{r['rule']}: {r['detail']}" for r in decision.reasons)
+            message = f"{why}; nothing recorded (`--unofficial` stores it as unofficial, with the reasons)"
+        super().__init__(message or "verification failed: nothing recorded")
+
+
+def stored_before(existing: list[Record], stored: list[tuple[str, bytes]], v: verify.Verdict, root: Path) -> None:
+    """Refuse (Refused, nothing written) logs the ledger already holds: the same bytes (sha256) anywhere in
+    it, or the same run (verify.duplicates: same step times, or same train time and val curve) in a
+    record of this track. A run is counted once, in one record."""
+    from harness import files as _files
+
+    have = {h: f"{r.id}/{p}" for r in existing for p, h in r.files.items() if p.startswith(("logs/", "evidence/"))}
+    for name, data in stored:
+        h = _files.sha256_bytes(data)
+        if h in have:
+            raise Refused(v, message=f"{name}: already in the ledger as records/{have[h]} (same sha256): a run is "
+                                     "recorded once; nothing recorded")
+    old = []
+    for r in existing:
+        if r.track != v.track:
+            continue
+        for p in r.files:
+            if p.startswith(("logs/", "evidence/")):
+                parsed = logs.parse_file(root / "records" / r.id / p)
+                old += [verify.Run(f"records/{r.id}/{p}", parsed, t) for t in parsed.trials]
+    if not old:
+        return
+    mine = {id(r) for r in v.runs}
+    for rid, (first, why) in verify.duplicates(old + list(v.runs)).items():
+        if rid in mine and id(first) not in mine:
+            run = next(r for r in v.runs if id(r) == rid)
+            raise Refused(v, message=f"{run.file}: the same run as {first.file} ({why}), already in the ledger; "
+                                     "nothing recorded")
 
 
 def render_readme(rid, track, title, date, contributors, parent, v, summary, text, notes,
-                  unofficial_reason: str | None = None, evidence=(), speedup: dict | None = None) -> str:
+                  unofficial_reason: str | None = None, evidence=(), speedup: dict | None = None,
+                  decision=None) -> str:
     s = summary
     ci = s["train_time_ms_ci95"]
     out = [f"# {md(title)}", "",
            f"Record `{rid}` on track `{track['name']}` (version {track['version']}), {date}: "
            + (f"**unofficial** ({md(unofficial_reason)}; see the notes)." if unofficial_reason else
-              "**official** (every check passed)." if v.ok else "**unofficial** (verification failed)."), "",
+              "**official**: every check passed, and it is faster than its parent side by side." if v.ok else
+              "**unofficial** (verification failed)."), "",
            f"Contributors: {md(', '.join(contributors)) or '-'}  ", f"Parent: {f'`{parent}`' if parent else '-'}", "",
            "## What changed and why", "", (text.rstrip() if text and text.strip() else "_Not stated._"), "",
            "## Summary", "",
@@ -583,9 +658,19 @@ def render_readme(rid, track, title, date, contributors, parent, v, summary, tex
            + (f"{ci[0] / 1000:.3f}–{ci[1] / 1000:.3f} s" if ci and None not in ci else "-") + " |", ""]
     if speedup:
         lo, hi = speedup["ci95"]
+        looks = speedup.get("looks") or 1
         out += [f"Speedup over {md(speedup['baseline'])}: **{speedup['speedup']:.3f}×**"
                 + (f" (95% CI {lo:.3f}–{hi:.3f}×" if lo is not None else " (one run a side: no interval")
-                + (", paired by seed)." if speedup.get("paired") else ")."), ""]
+                + (f", {speedup['pairs']} interleaved A/B pairs on one node, paired by seed)" if speedup.get("paired")
+                   else ", runs timed beside it, unpaired)")
+                + f". Verdict reached after {looks} look{'s' if looks != 1 else ''} at the interval"
+                + (" (the attempt was extended after an inconclusive look: each look is disclosed, since adding "
+                   "runs until the interval clears 1 inflates false records)." if looks > 1 else "."), ""]
+    elif parent:
+        out += ["Speed against its parent: not measured side by side.", ""]
+    if decision is not None and decision.reasons:
+        out += ["## Why it is not a record", ""] + [f"- {md(r['rule'])}: {md(r['detail'])}" for r in decision.reasons]
+        out.append("")
     rules = v.rules or {}
     out += [f"Judged under the rules of `{md(rules.get('name', 'current'))}`"
             + (f" (in force since {rules['since']})" if rules.get("since") else "") + ".", ""]

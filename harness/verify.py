@@ -4,6 +4,8 @@ Runs are judged by the rules in force on their record's date (`harness/rules.py`
 epochs); the verdict names the epoch. Checks per run (a file with several trials holds several runs,
 named `file#k`):
   complete    reached the last step and validated there; nothing unreadable; not truncated
+  runs        counted once: a near-duplicate of another run (same step times, or same train time and val
+              curve) fails it, naming both files
   target      the mean final val loss ≤ target: a single run's (early epochs), or at the track's α over the
               runs (copies count once) — waived for a systems-only change whose val-loss curve matches the
               parent's or the baseline runs' (rule 2's exception, decided from the curves)
@@ -33,7 +35,7 @@ from harness.errors import InputError
 from harness.text import fmt
 from harness.track import data_pin, load_track
 
-CHECKS = ("complete", "target", "timing", "hardware", "code", "flags", "provenance", "data")
+CHECKS = ("complete", "target", "runs", "timing", "hardware", "code", "flags", "provenance", "data")
 
 
 @dataclass
@@ -124,13 +126,20 @@ def verify(parsed: list[logs.ParsedLog], track: dict, script_text: str | None = 
     runs = [Run(p.file if len(p.trials) == 1 else f"{p.file}#{k + 1}", p, t)
             for p in parsed for k, t in enumerate(p.trials)]
     ref = baseline if baseline is not None and baseline.trials else parent
-    targets, summary = _target(runs, track, rules, ref)
+    complete = [_complete(r) for r in runs]
+    provenance = [_provenance(r, track) if r.log.era == logs.ERA_OURS else None for r in runs]
+    left_out = {id(r): (c.detail if not c.ok else f"provenance: {pv.detail}")
+                for r, c, pv in zip(runs, complete, provenance) if not c.ok or (pv is not None and not pv.ok)}
+    copy_of = duplicates(runs) if rules["dedupe"] else {}
+    targets, summary = _target(runs, track, rules, ref, copy_of, left_out)
     code = _code(runs, track, script_text)
     flag_checks = _flags(runs, rules, parent)
-    for r, target_check, code_check, flag_check in zip(runs, targets, code, flag_checks):
-        r.checks = [_complete(r), target_check, _timing(r, rules), _hardware(r, track), code_check, flag_check]
-        if r.log.era == logs.ERA_OURS:
-            r.checks.append(_provenance(r, track))
+    counted = _runs_counted(runs, copy_of)
+    for r, done, target_check, code_check, flag_check, once, prov in zip(runs, complete, targets, code, flag_checks,
+                                                                         counted, provenance):
+        r.checks = [done, target_check, once, _timing(r, rules), _hardware(r, track), code_check, flag_check]
+        if prov is not None:
+            r.checks.append(prov)
             r.checks.append(_data(r, track))
     summary["rules"] = rules["name"]
     return Verdict(track["name"], runs, summary, rules)
@@ -166,22 +175,63 @@ def _complete(r: Run) -> Check:
 
 # ---- target -----------------------------------------------------------------------------------------------
 
-def _target(runs: list[Run], track: dict, rules: dict, ref: Reference | None) -> tuple[list[Check], dict]:
-    target, test_kind = track["target"], rules["significance"]
-    alpha, dedupe = rules["alpha"], rules["dedupe"]
-    first_seen: dict[tuple, Run] = {}
-    copy_of: dict[int, Run] = {}
+MIN_TIMED_POINTS = 8  # fewer timed step lines than this are too few to call two runs one
+
+
+def duplicates(runs: list[Run]) -> dict[int, tuple[Run, str]]:
+    """Runs that are one run, found twice: id(run) → (the earlier run, how they coincide). Two logs are one
+    run when their val trajectories are identical, when their step-time sequences coincide to the
+    millisecond (a copy with a val digit edited), or when their train time and rounded val curve coincide
+    (a copy with the times nudged)."""
+    seen: dict[tuple, Run] = {}
+    out: dict[int, tuple[Run, str]] = {}
     for r in runs:
-        key = tuple((p.step, p.loss) for p in r.trial.val)  # the trajectory: a copy with edited times is still a copy
-        if key in first_seen and r.trial.val and dedupe:
-            copy_of[id(r)] = first_seen[key]
+        t = r.trial
+        timed = tuple((p.step, p.time_ms) for p in sorted(t.train + t.val, key=lambda p: p.line) if p.time_ms is not None)
+        keys = []
+        if t.val:
+            keys.append((("val", tuple((p.step, p.loss) for p in t.val)), "identical val-loss trajectory"))
+        if len(timed) >= MIN_TIMED_POINTS:
+            keys.append((("times", timed), f"the same {len(timed)} step times to the ms"))
+        if t.val and r.train_time_ms:
+            curve = tuple((p.step, None if p.loss is None else round(p.loss, 3)) for p in t.val)
+            keys.append((("time+curve", r.train_time_ms, curve), f"the same train time ({r.train_time_ms:g} ms) and "
+                                                                 "val curve"))
+        hit = next(((seen[k], why) for k, why in keys if k in seen and seen[k].log is not r.log), None)
+        if hit:
+            out[id(r)] = hit
+        for k, _ in keys:
+            seen.setdefault(k, r)
+    return out
+
+
+def _runs_counted(runs: list[Run], copy_of: dict) -> list[Check]:
+    """Each run's `runs` check: a near-duplicate of another fails it, naming both files."""
+    out = []
+    for r in runs:
+        if id(r) in copy_of:
+            first, why = copy_of[id(r)]
+            out.append(Check("runs", False, f"a near-duplicate of {first.file} ({why}): one run, counted once"))
         else:
-            first_seen.setdefault(key, r)
-    counted = [r for r in runs if id(r) not in copy_of and r.val_loss is not None and math.isfinite(r.val_loss)]
+            out.append(Check("runs", True, "a distinct run"))
+    return out
+
+
+def _target(runs: list[Run], track: dict, rules: dict, ref: Reference | None, copy_of: dict,
+            left_out: dict) -> tuple[list[Check], dict]:
+    """The target across the counted runs: copies count once; `left_out` (id → why) runs that failed
+    `complete` or `provenance` (truncated, another track's) leave the mean and the p-value."""
+    target, test_kind = track["target"], rules["significance"]
+    alpha = rules["alpha"]
+    unknown = False
+    counted = [r for r in runs if id(r) not in copy_of and id(r) not in left_out
+               and r.val_loss is not None and math.isfinite(r.val_loss)]
     losses = [r.val_loss for r in counted]
     n = len(losses)
     mean = fmean(losses) if losses else None
-    copies = f"; {len(copy_of)} copied run(s) counted once" if copy_of else ""
+    copies = f"; {len(copy_of)} near-duplicate run(s) counted once" if copy_of else ""
+    if left_out:
+        copies += f"; {len(left_out)} run(s) left out (incomplete or not this track's)"
     p_value = None
     if test_kind == "single-run":  # the early rule: a run's final val loss at the target is a record
         across_ok = n >= 1 and mean <= target
@@ -198,8 +248,9 @@ def _target(runs: list[Run], track: dict, rules: dict, ref: Reference | None) ->
         across_ok = mean <= target and test.significant(alpha)
         across = (f"mean {mean:.5f} ≤ {target}? over {n} run(s){copies}: t = {test.t:.3f}, "
                   f"p = {test.p_value:.3g} {'<' if test.significant(alpha) else '≥'} α {alpha}")
-    else:
+    else:  # one run meeting the target cannot show significance: unverifiable, not broken
         across_ok = False
+        unknown = n == 1 and mean <= target
         across = (f"{n} distinct run(s){copies}: the one-sided t-test (p < {alpha}) needs at least 2"
                   + (f" (mean {mean:.5f} vs target {target})" if n else ""))
     waived = None
@@ -212,12 +263,14 @@ def _target(runs: list[Run], track: dict, rules: dict, ref: Reference | None) ->
     checks = []
     for r in runs:
         if id(r) in copy_of:
-            checks.append(Check("target", False, f"identical trajectory to {copy_of[id(r)].file}: a copy, "
-                                                 f"counted once; {across}"))
+            checks.append(Check("target", across_ok, f"counted once, as {copy_of[id(r)][0].file}; {across}"))
+        elif id(r) in left_out:
+            checks.append(Check("target", False, f"not counted ({left_out[id(r)]}); {across}"))
         elif r.val_loss is None or not math.isfinite(r.val_loss):
             checks.append(Check("target", False, f"no final val loss; {across}"))
         else:
-            checks.append(Check("target", across_ok, f"final val_loss {r.val_loss}; {across}"))
+            checks.append(Check("target", across_ok, f"final val_loss {r.val_loss}; {across}",
+                                unknown=unknown and not across_ok))
     times = [r.train_time_ms for r in counted if r.train_time_ms is not None]
     summary = {"n": n, "mean_val_loss": mean, "std_val_loss": stdev(losses) if n >= 2 else None,
                "p_value": p_value, "mean_train_time_ms": fmean(times) if times else None,
@@ -421,8 +474,9 @@ def _flags(runs: list[Run], rules: dict, parent: Reference | None) -> list[Check
             elif not src:
                 seen[key] = Check("flags", False, "no embedded source to read flags from")
             elif parent is not None and parent.sources is None:  # a parent exists, its code is not at hand
-                seen[key] = Check("flags", True, f"not checked: the parent ({parent.name}) embeds no code here"
-                                  + (f" ({len(mine)} set: {', '.join(sorted(mine))})" if mine else " (none set)"))
+                seen[key] = Check("flags", False, f"not checked: the parent ({parent.name}) embeds no code here, and "
+                                  "rule 3 needs it" + (f" ({len(mine)} set: {', '.join(sorted(mine))})" if mine
+                                                       else " (none set)"), unknown=True)
             else:  # no parent record at all: every flag is extra
                 who = f"the parent ({parent.name})" if parent else "a parent (there is none: every flag counts)"
                 extra = rulebook.extra_flags(src, parent.sources if parent else {}, rules.get("allowed_flags", ()))
@@ -502,7 +556,8 @@ def render(verdict: Verdict, console) -> None:
         t.add_column(col, overflow="fold")
     for r in verdict.runs:
         for k, c in enumerate(r.checks):
-            t.add_row(r.file if k == 0 else "", c.name, "[green]ok[/]" if c.ok else "[red]FAIL[/]", c.detail,
+            mark = "[yellow]not checked[/]" if c.unknown else "[green]ok[/]" if c.ok else "[red]FAIL[/]"
+            t.add_row(r.file if k == 0 else "", c.name, mark, c.detail,
                       end_section=k == len(r.checks) - 1)
     console.print(t)
     s = verdict.summary

@@ -28,7 +28,7 @@ def reasons(m, **kw):
     """The verdict's reasons, by check name (every name one `attempt.REASONS` or a verify check knows)."""
     out = attempt.judge(m, TRACK, **kw)
     assert out["record"] == (not out["reasons"])
-    assert all(r["check"] in attempt.REASONS + verify.CHECKS for r in out["reasons"])
+    assert all(r["check"] in attempt.REASONS + verify.CHECKS + ("speed",) for r in out["reasons"])
     return {r["check"]: r["detail"] for r in out["reasons"]}
 
 
@@ -70,16 +70,48 @@ def test_speedup_from_seed_pairs(tmp_path):
     assert 1 < s["ci95"][0] < s["speedup"] < s["ci95"][1]
     lo, hi = s["time_difference_ms_ci95"]
     assert lo < (100_250 - 302_500) < hi < 0  # candidate minus baseline mean, ms
-    assert not {"no-pairs", "slower", "one-pair", "not-faster"} & {r["check"] for r in out["reasons"]}
+    assert not {"no-pairs", "speed"} & {r["check"] for r in out["reasons"]}
 
 
 def test_slower_and_inconclusive_speedups_are_reasons(tmp_path):
+    """Rule 4: slower is a broken rule; an interval that includes 1, or one pair, is not shown (unverifiable),
+    and says how many more pairs the spread needs."""
     slower = [run(0, "baseline", ms=100.0), run(0, ms=120.0), run(1, "baseline", ms=100.0), run(1, ms=125.0)]
-    assert "slower" in reasons(manifest(tmp_path, slower, baseline="t/0001"))
-    noisy = [run(0, "baseline", ms=100.0), run(0, ms=50.0), run(1, "baseline", ms=100.0), run(1, ms=140.0)]
-    assert "not-faster" in reasons(manifest(tmp_path, noisy, baseline="t/0001"))
+    out = attempt.judge(manifest(tmp_path, slower, baseline="t/0001"), TRACK)
+    speed = next(r for r in out["reasons"] if r["check"] == "speed")
+    assert "slower than t/0001" in speed["detail"] and not speed["unknown"] and "rule 4" in speed["rule"]
+    noisy = [run(0, "baseline", ms=100.0), run(0, ms=80.0), run(1, "baseline", ms=100.0), run(1, ms=95.0)]
+    speed = next(r for r in attempt.judge(manifest(tmp_path, noisy, baseline="t/0001"), TRACK)["reasons"]
+                 if r["check"] == "speed")
+    assert "includes 1" in speed["detail"] and speed["unknown"] and "more pair(s)" in speed["detail"]
     one = [run(0, "baseline", ms=100.0), run(0, ms=50.0)]
-    assert "one-pair" in reasons(manifest(tmp_path, one, baseline="t/0001"))
+    assert "one run a side" in reasons(manifest(tmp_path, one, baseline="t/0001"))["speed"]
+
+
+def test_more_pairs_needed_clears_the_interval(tmp_path):
+    """The pairs the verdict asks for are enough: with that many pairs of the same spread the interval
+    clears 1 (and one fewer does not)."""
+    from harness import judge as judging
+
+    ratios = [1.3, 0.95, 1.25, 1.0]
+    pairs = [(100.0 * r, 100.0) for r in ratios]
+    s = judging.Speed.paired("t/0001", pairs)
+    assert s.lo <= 1 < s.estimate
+    more = s.more_needed()
+    assert more and more > 0
+    import math
+    from statistics import fmean, stdev
+    m, sd = fmean(math.log(r) for r in ratios), stdev(math.log(r) for r in ratios)
+    n = len(ratios) + more
+    from harness import stats
+    assert m - stats.t_ppf(0.975, n - 1) * sd / math.sqrt(n) > 0
+    assert m - stats.t_ppf(0.975, n - 2) * sd / math.sqrt(n - 1) <= 0
+
+
+def test_first_record_of_a_track_needs_no_speed(tmp_path):
+    """With no prior record there is nothing to beat: rule 4 adds no reason."""
+    out = attempt.judge(manifest(tmp_path, [run(0), run(1)]), TRACK)
+    assert "speed" not in {r["check"] for r in out["reasons"]}
 
 
 def test_baseline_without_pairs(tmp_path):

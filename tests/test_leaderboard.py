@@ -7,6 +7,9 @@ import sys
 from pathlib import Path
 
 
+import pytest
+
+import logmaker
 from harness import cli, leaderboard, ledger
 from test_ledger import make_logs, root  # noqa: F401  (the tmp-project fixture)
 
@@ -14,11 +17,31 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def build(root, tmp_path):
-    good, slow = make_logs(tmp_path / "good"), make_logs(tmp_path / "slow", final=1.3)
-    fast = make_logs(tmp_path / "fast", step_ms=8.0)
+    """Baseline (official, the first), a failing idea (unofficial), and a faster change timed beside runs of
+    the baseline's code (official: 1.25× side by side)."""
+    good, slow = make_logs(tmp_path / "good"), make_logs(tmp_path / "slow", final=1.3, start=5)
+    changed = logmaker.SOURCE.replace('"step"', '"a faster step"')
+    fast = make_logs(tmp_path / "fast", step_ms=8.0, start=10, source=changed)
+    beside = make_logs(tmp_path / "beside", start=20, prefix="b")
     ledger.add(good, "tiny-cpu", "Baseline", contributors=["alice"], date="2026-01-01", root=root)
     ledger.add(slow, "tiny-cpu", "Too | slow\tidea", date="2026-01-02", allow_failing=True, root=root)
-    ledger.add(fast, "tiny-cpu", "Faster steps", contributors=["bob", "carol"], date="2026-01-03", root=root)
+    prepared = ledger.prepare(fast, "tiny-cpu", date="2026-01-03", root=root, evidence=[
+        {"role": "baseline", "dir": "baseline", "paths": beside, "why": "the parent's code, timed beside it"}])
+    ledger.add(fast, "tiny-cpu", "Faster steps", contributors=["bob", "carol"], date="2026-01-03", root=root,
+               prepared=prepared)
+
+
+def test_official_time_chains_side_by_side_speedups(root, tmp_path):
+    """A record's official time is its parent's divided by the side-by-side speedup (never a subtraction of
+    times from two nodes); its measured time stands beside it; Δ compares official times."""
+    build(root, tmp_path)
+    rs = leaderboard.rows(ledger.records(root), "tiny-cpu")
+    first, fast = rs
+    assert first["official_time_ms"] == first["train_time_ms"] and first["time_basis"] == "first record"
+    sp = fast["speedup"]["speedup"]
+    assert fast["official_time_ms"] == pytest.approx(first["official_time_ms"] / sp)
+    assert fast["delta_ms"] == pytest.approx(fast["official_time_ms"] - first["official_time_ms"])
+    assert fast["time_basis"] == "side by side" and fast["node"] == "Test CPU cores:2"
 
 
 def test_progression_is_official_only_unless_all(root, tmp_path, capsys):
@@ -29,9 +52,9 @@ def test_progression_is_official_only_unless_all(root, tmp_path, capsys):
     md = (root / "leaderboard.md").read_text()
     rows = [ln for ln in md.splitlines() if ln.startswith("| ") and "records/tiny-cpu/" in ln]
     assert len(rows) == 2 and "Baseline" in rows[0] and "Faster steps" in rows[1]
-    assert "| 1 |" in rows[0] and "| 3 |" in rows[1] and " s | -" in rows[0]
+    assert "| 1 |" in rows[0] and "| 3 |" in rows[1] and " | - |" in rows[0]
     assert "(n=3)" in rows[0] and "bob, carol" in rows[1] and "[tiny-cpu/0003_faster-steps](records/tiny-cpu/0003_faster-steps/)" in rows[1]
-    assert "-0.0" in rows[1].split("|")[3]  # faster: a negative delta
+    assert "-0.0" in rows[1].split("|")[4]  # faster: a negative delta of official times
     capsys.readouterr()
     assert cli.main(["leaderboard", "--no-plot", "--all", "--json"]) == 0
     info = json.loads(capsys.readouterr().out)

@@ -27,10 +27,11 @@ def root(tmp_path, monkeypatch):
     return r
 
 
-def make_logs(dirpath: Path, n=3, prefix="run", **kw) -> list[str]:
+def make_logs(dirpath: Path, n=3, prefix="run", start=0, **kw) -> list[str]:
+    """n distinct runs (seeds start…start+n-1: their step times differ, so none is a copy of another)."""
     dirpath.mkdir(parents=True, exist_ok=True)
     out = []
-    for seed in range(n):
+    for seed in range(start, start + n):
         p = dirpath / f"{prefix}{seed}.txt"
         p.write_text(logmaker.ours(seed=seed, **kw), encoding="utf-8")
         out.append(str(p))
@@ -44,8 +45,9 @@ def snapshot(path: Path) -> dict:
 
 
 def add_three(root, tmp_path):
-    logs = make_logs(tmp_path / "in")
-    return [ledger.add(logs, "tiny-cpu", f"Record {k}", root=root) for k in range(3)]
+    """Three records of distinct runs; the later two have no side-by-side timing, so they are unofficial."""
+    return [ledger.add(make_logs(tmp_path / f"in{k}", start=10 * k), "tiny-cpu", f"Record {k}", root=root,
+                       allow_failing=k > 0) for k in range(3)]
 
 
 def test_record_add_stores_everything_and_chains(root, tmp_path, capsys):
@@ -84,12 +86,74 @@ def test_second_record_numbers_and_parents(root, tmp_path):
     unofficial record is never a default parent."""
     logs = make_logs(tmp_path / "in")
     a = ledger.add(logs, "tiny-cpu", "one", root=root).record
-    bad = make_logs(tmp_path / "bad", final=1.3)
+    bad = make_logs(tmp_path / "bad", final=1.3, start=5)
     b = ledger.add(bad, "tiny-cpu", "two", allow_failing=True, root=root).record
-    c = ledger.add(logs, "tiny-cpu", "three", root=root).record
+    c = ledger.add(make_logs(tmp_path / "c", start=10), "tiny-cpu", "three", root=root, allow_failing=True).record
     assert [a.id, b.id, c.id] == ["tiny-cpu/0001_one", "tiny-cpu/0002_two", "tiny-cpu/0003_three"]
     assert (b.official, b.parent, c.parent) == (False, a.id, a.id)
     assert ledger.check(root).ok
+
+
+def test_a_second_record_needs_rule_4(root, tmp_path, capsys):
+    """Verification alone is not a record: logs with no side-by-side timing against the parent are refused
+    (exit 1, nothing written, rule 4 named); `--unofficial` stores them unofficial with the reason."""
+    ledger.add(make_logs(tmp_path / "a"), "tiny-cpu", "first", root=root)
+    logs = make_logs(tmp_path / "b", start=10, source=logmaker.SOURCE.replace('"step"', '"a step"'))
+    before = snapshot(root)
+    assert cli.main(["record", "add", *logs, "--track", "tiny-cpu", "--title", "faster?"]) == 1
+    assert "rule 4" in capsys.readouterr().err and snapshot(root) == before
+    assert cli.main(["record", "add", *logs, "--track", "tiny-cpu", "--title", "faster?", "--unofficial"]) == 0
+    rec = ledger.records(root)[-1]
+    assert not rec.official and rec.verdict["ok"]
+    assert "rule 4" in (root / "records" / rec.id / "README.md").read_text()
+
+
+def test_logs_or_runs_already_in_the_ledger_are_refused(root, tmp_path, capsys):
+    """The same log files, or a copy of a stored run with one val digit edited (same step times), are
+    refused even with --unofficial: exit 1, nothing written, the stored file named."""
+    logs = make_logs(tmp_path / "a")
+    ledger.add(logs, "tiny-cpu", "first", root=root)
+    before = snapshot(root)
+    assert cli.main(["record", "add", *logs, "--track", "tiny-cpu", "--title", "again", "--unofficial"]) == 1
+    assert "already in the ledger" in capsys.readouterr().err and snapshot(root) == before
+    edited = tmp_path / "edited"
+    edited.mkdir()
+    for k, p in enumerate(logs):
+        text = Path(p).read_text()
+        last = [ln for ln in text.splitlines() if "val_loss:" in ln][-1]
+        loss = last.split("val_loss:")[1].split()[0]
+        (edited / f"e{k}.txt").write_text(text.replace(f"val_loss:{loss}", f"val_loss:{float(loss) - 0.01:.4f}"))
+    assert cli.main(["record", "add", *map(str, edited.iterdir()), "--track", "tiny-cpu", "--title", "edited",
+                     "--unofficial"]) == 1
+    err = capsys.readouterr().err
+    assert "the same run as records/tiny-cpu/0001_first/logs/" in err and snapshot(root) == before
+
+
+def test_a_parent_on_another_track_or_not_a_record_is_bad_input(root, tmp_path, capsys):
+    """`--parent` naming another track's record, or an unofficial one, exits 2 and writes nothing."""
+    shutil.copytree(ROOT / "records/gpt2-small", root / "records/gpt2-small", ignore=shutil.ignore_patterns("0*"))
+    import harness.verify  # noqa: F401  (the gpt2 logs below are made by logmaker)
+    gpu = make_logs(tmp_path / "g", track="gpt2-small", preset="gpt2-small", gpus=(8, "H100 80GB HBM3"),
+                    world_size=8, final=3.27)
+    other = ledger.add(gpu, "gpt2-small", "gpu", root=root).record
+    bad = ledger.add(make_logs(tmp_path / "bad", final=1.3), "tiny-cpu", "bad", root=root, allow_failing=True).record
+    before = snapshot(root)
+    for parent in (other.id, bad.id):
+        assert cli.main(["record", "add", *make_logs(tmp_path / "c", start=20), "--track", "tiny-cpu", "--title", "x",
+                         "--parent", parent, "--unofficial"]) == 2
+        assert parent in capsys.readouterr().err and snapshot(root) == before
+
+
+def test_code_identical_to_the_parent_is_a_reproduction(root, tmp_path, capsys):
+    """New runs of the parent's own code are a reproduction, never a record: refused, and stored only
+    unofficial with that reason."""
+    ledger.add(make_logs(tmp_path / "a"), "tiny-cpu", "first", root=root)
+    again = make_logs(tmp_path / "b", start=10)
+    assert cli.main(["record", "add", *again, "--track", "tiny-cpu", "--title", "again"]) == 1
+    assert "a reproduction of tiny-cpu/0001_first" in capsys.readouterr().err
+    rec = ledger.add(again, "tiny-cpu", "again", root=root, allow_failing=True).record
+    assert not rec.official
+    assert "reproduction of tiny-cpu/0001_first" in (root / "records" / rec.id / "README.md").read_text()
 
 
 def test_failing_verification_refuses_and_writes_nothing(root, tmp_path, capsys):
@@ -159,7 +223,7 @@ def _lines(root):
 
 BREAKS = {
     "edited record.json": (lambda r: _edit(r / "records/tiny-cpu/0002_record-1/record.json"), 2, "record.json"),
-    "edited log": (lambda r: _edit(r / "records/tiny-cpu/0002_record-1/logs/run1.txt"), 2, "logs/run1.txt"),
+    "edited log": (lambda r: _edit(r / "records/tiny-cpu/0002_record-1/logs/run11.txt"), 2, "logs/run11.txt"),
     "missing log": (lambda r: (r / "records/tiny-cpu/0001_record-0/logs/run0.txt").unlink(), 1, "logs/run0.txt"),
     "edited script": (lambda r: _edit(r / "records/tiny-cpu/0003_record-2/train_gpt.py"), 3, "train_gpt.py"),
     "added file": (lambda r: (r / "records/tiny-cpu/0001_record-0/logs/x.txt").write_text("x"), 1, "logs/x.txt"),
@@ -201,8 +265,8 @@ def _cli(root: Path, *argv, crash: str | None = None):
 @pytest.mark.slow
 def test_two_concurrent_adds_both_land(root, tmp_path):
     """Two `record add` processes at once both land, numbered 1 and 2 in some order, with an intact chain."""
-    a, b = make_logs(tmp_path / "a", n=2), make_logs(tmp_path / "b", n=2, prefix="b")
-    procs = [_cli(root, "record", "add", *logs, "--track", "tiny-cpu", "--title", t)
+    a, b = make_logs(tmp_path / "a", n=2), make_logs(tmp_path / "b", n=2, prefix="b", start=10)
+    procs = [_cli(root, "record", "add", *logs, "--track", "tiny-cpu", "--title", t, "--unofficial")
              for logs, t in ((a, "alpha"), (b, "beta"))]
     for p in procs:
         _, err = p.communicate(timeout=120)
@@ -220,10 +284,10 @@ def test_two_concurrent_adds_both_land(root, tmp_path):
 def test_crash_mid_write_leaves_ledger_whole(root, tmp_path, point):
     """A `record add` SIGKILLed mid-write leaves the ledger byte-identical (or, past the replace, fully
     appended) and no record folder the ledger does not list; the next `record add` cleans up or completes."""
-    logs = make_logs(tmp_path / "in", n=2)
-    ledger.add(logs, "tiny-cpu", "first", root=root)
+    ledger.add(make_logs(tmp_path / "first", n=2), "tiny-cpu", "first", root=root)
+    logs = make_logs(tmp_path / "in", n=2, start=10)
     before = (root / "records/ledger.jsonl").read_bytes()
-    p = _cli(root, "record", "add", *logs, "--track", "tiny-cpu", "--title", "crash", crash=point)
+    p = _cli(root, "record", "add", *logs, "--track", "tiny-cpu", "--title", "crash", "--unofficial", crash=point)
     p.communicate(timeout=120)
     assert p.returncode == -9
     visible = sorted(x.name for x in (root / "records/tiny-cpu").iterdir() if ledger.FOLDER.match(x.name))
@@ -234,7 +298,10 @@ def test_crash_mid_write_leaves_ledger_whole(root, tmp_path, point):
         assert "crashed" in ledger.check(root).broken["problem"]
     else:
         assert after == before and ledger.check(root).ok
-    ledger.add(logs, "tiny-cpu", "next", root=root)
+    if point != "after_replace":  # landed whole: these logs are in the ledger now
+        ledger.add(logs, "tiny-cpu", "next", root=root, allow_failing=True)
+    else:
+        ledger.add(make_logs(tmp_path / "next", n=2, start=20), "tiny-cpu", "next", root=root, allow_failing=True)
     rep = ledger.check(root)
     assert rep.ok, rep.broken
     assert not list((root / "records").glob("*/.staging-*"))

@@ -67,7 +67,7 @@ def test_clean_gpu_runs_pass_and_json_shape(tmp_path, capsys):
     assert out["ok"] is True and set(out) == {"ok", "runs", "summary", "rules"}
     assert out["rules"]["name"] == "explicit warm-up, no extra flags"  # today's epoch of gpt2-small
     assert [r["file"] for r in out["runs"]] == list(map(str, paths))
-    assert all(set(c) == {"name", "ok", "detail"} for r in out["runs"] for c in r["checks"])
+    assert all(set(c) == {"name", "ok", "detail", "unknown"} for r in out["runs"] for c in r["checks"])
     s = out["summary"]
     assert s["n"] == 4 and s["mean_val_loss"] < 3.28 and s["p_value"] < 0.01 and s["mean_train_time_ms"] > 0
 
@@ -143,15 +143,58 @@ def test_wrong_hardware_fails(tmp_path):
 
 
 def test_duplicated_run_counted_once(tmp_path):
-    """A copy of a run fails `target` as a copy, and the t-test counts it once."""
+    """A copy of a run fails `runs` naming the run it copies, and the t-test counts it once."""
     paths = write_runs(tmp_path)
     dup = tmp_path / "copy.txt"
     dup.write_text(paths[0].read_text())
     v = judge([*paths, dup])
-    assert v.summary["n"] == 3
-    c = check(v, 3, "target")
-    assert not c.ok and "identical trajectory to" in c.detail and str(paths[0]) in c.detail
-    assert check(v, 0, "target").ok
+    assert v.summary["n"] == 3 and not v.ok
+    c = check(v, 3, "runs")
+    assert not c.ok and "near-duplicate of" in c.detail and str(paths[0]) in c.detail
+    assert check(v, 0, "runs").ok and check(v, 0, "target").ok
+
+
+def test_copy_with_one_val_digit_edited_is_one_run(tmp_path):
+    """A copy whose val losses were edited but whose step times are the same to the ms is the same run:
+    flagged naming both files, counted once, and it cannot lower the p-value."""
+    paths = write_runs(tmp_path)
+    dup = tmp_path / "edited.txt"
+    text = paths[1].read_text()
+    final = logmaker.curve(20, 20, 1, 1.15)
+    dup.write_text(text.replace(f"val_loss:{final:.4f}", f"val_loss:{final - 0.001:.4f}"))
+    assert dup.read_text() != text
+    honest = judge(paths)
+    v = judge([*paths, dup])
+    c = check(v, 3, "runs")
+    assert not c.ok and str(paths[1]) in c.detail and "step times" in c.detail
+    assert v.summary["n"] == 3 and v.summary["p_value"] == honest.summary["p_value"]
+
+
+def test_distinct_runs_are_not_near_duplicates(tmp_path):
+    """Runs of different seeds (different times and curves) all count."""
+    v = judge(write_runs(tmp_path, 4))
+    assert v.summary["n"] == 4 and all(check(v, k, "runs").ok for k in range(4))
+
+
+def test_truncated_and_other_track_runs_leave_the_statistics(tmp_path):
+    """A truncated log and another track's log fail their own checks and leave the mean and p-value."""
+    paths = write_runs(tmp_path, 3)
+    honest = judge(paths)
+    cut = tmp_path / "cut.txt"
+    cut.write_text(logmaker.ours(seed=7).split("step:15/20")[0])
+    other = tmp_path / "other.txt"
+    other.write_text(logmaker.ours(seed=8, final=1.10).replace("track:tiny-cpu", "track:gpt2-small"))
+    v = judge([*paths, cut, other])
+    assert v.summary["n"] == 3 and v.summary["mean_val_loss"] == honest.summary["mean_val_loss"]
+    assert not check(v, 3, "complete").ok and not check(v, 4, "provenance").ok
+    assert "not counted" in check(v, 4, "target").detail
+
+
+def test_one_run_cannot_show_significance_is_unknown(tmp_path):
+    """One run under the target: the p-value needs several, so `target` is not checked (unknown), not ok."""
+    v = judge(write_runs(tmp_path, 1))
+    c = check(v, 0, "target")
+    assert not c.ok and c.unknown and "needs at least 2" in c.detail
 
 
 def test_code_differing_between_runs_fails_code(tmp_path):
@@ -216,7 +259,7 @@ def test_modded_eras_timing(tmp_path):
     v = judge([multi], "gpt2-small")
     assert [r.file for r in v.runs] == [f"{multi}#{k}" for k in (1, 2, 3)]
     assert all(check(v, k, n).ok for k in range(3) for n in ("complete", "timing", "hardware", "code"))
-    assert [c.name for c in v.runs[0].checks] == list(verify.CHECKS[:6])  # provenance and data: our logs only
+    assert [c.name for c in v.runs[0].checks] == list(verify.CHECKS[:7])  # provenance and data: our logs only
 
 
 def test_fixtures_verify(tmp_path):

@@ -55,6 +55,7 @@ class Side:
     sources: dict[str, str]        # path → text: the record's snapshot, else the (first) log's embedded files
     record_id: str | None = None
     warnings: list[str] = field(default_factory=list)
+    record: dict | None = None     # the record.json of a record side (its track version, speedup, parent)
 
     def runs(self) -> list[tuple[str, int, logs.Trial]]:
         """Every trial of every log: (log file, trial index, trial)."""
@@ -113,6 +114,10 @@ def _record_side(spec: str, folder: Path) -> Side:
     except ValueError:
         rid = f"{folder.resolve().parent.name}/{folder.resolve().name}"
     side = Side(spec, "record", folder, parsed, snapshot or _first_sources(parsed), record_id=rid)
+    try:
+        side.record = json.loads((folder / "record.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        side.record = None
     if not snapshot:
         side.warnings.append(f"{folder}: no {logs.MAIN_FILE} snapshot; using the code embedded in the logs")
     # The snapshot is what the record claims was run; each log's embedded code should be that, byte for byte.
@@ -308,12 +313,47 @@ def compare(a: list[float], b: list[float], level: float = LEVEL) -> dict:
     return r
 
 
-def metrics(a: Side, b: Side) -> dict:
+def comparability(a: Side, b: Side, env_a: dict, env_b: dict) -> list[str]:
+    """Why the two sides' times or losses are not like for like: track version, data, hardware, torch."""
+    out = []
+    va, vb = ((s.record or {}).get("track_version") for s in (a, b))
+    if va is not None and vb is not None and va != vb:
+        out.append(f"track version differs (A v{va}, B v{vb}): the rules or data changed, losses are not comparable")
+    for key, what in (("data_sha256", "data"), ("gpus", "hardware (GPUs)"), ("cpu", "hardware (CPU)"),
+                      ("torch", "torch")):
+        x, y = env_a.get(key), env_b.get(key)
+        if x and y and x != y:
+            out.append(f"{what} differs (A {x}, B {y})")
+    return out
+
+
+def side_by_side(a: Side, b: Side) -> dict | None:
+    """A speedup of B over A measured side by side and stored with B's record (its baseline is A)."""
+    sp = (b.record or {}).get("speedup")
+    if sp and a.record_id and sp.get("baseline") in (a.record_id, (a.record or {}).get("id")):
+        return sp
+    sp = (a.record or {}).get("speedup")  # B is A's baseline: invert
+    if sp and b.record_id and sp.get("baseline") in (b.record_id, (b.record or {}).get("id")):
+        lo, hi = sp.get("ci95") or (None, None)
+        return {**sp, "speedup": 1 / sp["speedup"], "ci95": [None if hi is None else 1 / hi,
+                                                             None if lo is None else 1 / lo], "inverted": True}
+    return None
+
+
+def metrics(a: Side, b: Side, warnings: list[str] = ()) -> dict:
+    """Per metric B − A with a Welch interval. `speedup` (> 1: B is faster) is the side-by-side one stored
+    with a record when there is one; a ratio of the two sides' means only when they ran on the same
+    hardware, track version and torch (else None, and `ratio_of_means` says what it would have been)."""
     ra, rb = run_metrics(a), run_metrics(b)
     col = (lambda rows, k: [r[k] for r in rows if r[k] is not None])
     out = {k: compare(col(ra, k), col(rb, k)) for k in ("val_loss", "train_time_ms", "steps")}
     t = out["train_time_ms"]
-    t["speedup"] = t["a_mean"] / t["b_mean"] if t["a_mean"] and t["b_mean"] else None  # > 1: B is faster
+    ratio = t["a_mean"] / t["b_mean"] if t["a_mean"] and t["b_mean"] else None
+    stored = side_by_side(a, b)
+    t["ratio_of_means"] = ratio
+    t["side_by_side"] = stored
+    t["comparable"] = not warnings
+    t["speedup"] = stored["speedup"] if stored else ratio if not warnings else None
     return out
 
 
@@ -354,6 +394,7 @@ class Diff:
     env_a: dict
     env_b: dict
     metrics: dict
+    comparability: list = field(default_factory=list)  # why A and B are not like for like
 
     @property
     def hyperparameters(self) -> list[dict]:
@@ -375,7 +416,8 @@ class Diff:
                 "hyperparameters": [{"name": h["name"], "a": _jsonable(h["a"]), "b": _jsonable(h["b"])}
                                     for h in self.hyperparameters],
                 "environment": self.environment,
-                "metrics": self.metrics}
+                "metrics": self.metrics,
+                "comparability": self.comparability}
 
 
 def _describe(s: Side, hyper_from: str, hyper: dict, env: dict) -> dict:
@@ -406,8 +448,11 @@ def diff(a_spec: str, b_spec: str, context: int = 3) -> Diff:
         raise InputError(f"--context {context}: must be ≥ 0")
     a, b = resolve(a_spec), resolve(b_spec)
     (ha, fa), (hb, fb) = hyperparameters(a), hyperparameters(b)
-    return Diff(a, b, code_diff(a.sources, b.sources, context), ha, hb, (fa, fb),
-                environment(a), environment(b), metrics(a, b))
+    ea, eb = environment(a), environment(b)
+    warn = comparability(a, b, ea, eb)
+    d = Diff(a, b, code_diff(a.sources, b.sources, context), ha, hb, (fa, fb), ea, eb, metrics(a, b, warn))
+    d.comparability = warn
+    return d
 
 
 # ---- output ------------------------------------------------------------------------------------------
@@ -480,9 +525,22 @@ def render(d: Diff, console) -> None:
                   f"[{num(ci[0])}, {num(ci[1])}]" if ci else m.get("note", "-"),
                   "-" if m["relative"] is None else f"{m['relative']:+.2%}")
     c.print(t)
-    sp = d.metrics["train_time_ms"].get("speedup")
-    if sp:
-        c.print(f"speedup of B over A (mean train time A / B): [bold]{sp:.3f}×[/]")
+    t = d.metrics["train_time_ms"]
+    for w in d.comparability:
+        c.print(Text(f"not like for like: {w}", style="bold yellow"))
+    stored = t.get("side_by_side")
+    if stored:
+        lo, hi = stored.get("ci95") or (None, None)
+        c.print(f"speedup of B over A, measured side by side: [bold]{stored['speedup']:.3f}×[/]"
+                + (f" (95% CI {lo:.3f}–{hi:.3f})" if lo is not None else "")
+                + (f"; the ratio of the two sides' mean times ({t['ratio_of_means']:.3f}×) compares different "
+                   "nodes" if d.comparability and t.get("ratio_of_means") else ""), highlight=False)
+    elif t.get("speedup"):
+        c.print(f"speedup of B over A (mean train time A / B, same hardware): [bold]{t['speedup']:.3f}×[/]")
+    elif t.get("ratio_of_means"):
+        c.print(Text(f"no speedup shown: A and B were not timed side by side on the same hardware (their mean "
+                     f"times' ratio, {t['ratio_of_means']:.3f}×, compares different nodes or versions)",
+                     style="yellow"))
     for s, tag in ((d.a, "A"), (d.b, "B")):
         for w in s.warnings + [f"{p.file}: {w}" for p in s.logs for w in p.warnings]:
             c.print(Text(f"{tag}: {w}", style="yellow"))

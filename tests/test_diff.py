@@ -222,14 +222,15 @@ def test_cli_human_json_and_plot(tmp_path, capsys):
     png = tmp_path / "curves.png"
     assert cli.main(["diff", a, b, "--json", "--plot", str(png)]) == 0
     j = json.loads(capsys.readouterr().out)
-    assert set(j) == {"a", "b", "code", "hyperparameters", "environment", "metrics"}
+    assert set(j) == {"a", "b", "code", "hyperparameters", "environment", "metrics", "comparability"}
     assert set(j["metrics"]) == {"val_loss", "train_time_ms", "steps"} and "speedup" in j["metrics"]["train_time_ms"]
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.mark.skipif(not FIXTURES.is_dir(), reason="public fixtures absent")
 def test_public_fixtures_softcap_vs_fp8():
-    """Two real modded-nanogpt logs: the code differs, the GPUs match, and B (2026) is faster than A (2025)."""
+    """Two real modded-nanogpt logs: the code differs, the GPUs match; their torch differs, so the diff shows
+    no speedup (not like for like), only the ratio of their mean times."""
     a = sorted(FIXTURES.glob("2025-01-04_SoftCap__*.txt"))
     b = sorted(FIXTURES.glob("2026-07-17_FP8DownProjection__*.txt"))
     if not a or not b:
@@ -238,4 +239,47 @@ def test_public_fixtures_softcap_vs_fp8():
     assert any(c["status"] != "same" and c["diff"] for c in j["code"])
     assert j["a"]["environment"]["gpus"] == j["b"]["environment"]["gpus"] is not None
     assert "gpus" not in {e["name"] for e in j["environment"]}
-    assert j["metrics"]["train_time_ms"]["speedup"] > 1
+    assert any(w.startswith("torch differs") for w in j["comparability"])
+    t = j["metrics"]["train_time_ms"]
+    assert t["speedup"] is None and t["ratio_of_means"] > 1
+
+
+def test_diff_of_two_nodes_shows_the_side_by_side_speedup_not_a_ratio(tmp_path, capsys):
+    """Two records timed on different CPUs and track versions: the diff says they are not like for like and
+    shows the speedup stored from the side-by-side A/B, never the ratio of the two nodes' times."""
+    import shutil
+
+    root = tmp_path / "proj"
+    (root / "records/tiny-cpu").mkdir(parents=True)
+    for name, version, cpu, ms in (("0001_a", 1, "Old CPU", 300.0), ("0002_b", 2, "New CPU", 10.0)):
+        folder = root / "records/tiny-cpu" / name
+        (folder / "logs").mkdir(parents=True)
+        for seed in range(2):
+            text = logmaker.ours(seed=seed, step_ms=ms).replace("CPU: Test CPU", f"CPU: {cpu}")
+            (folder / "logs" / f"r{seed}.txt").write_text(text)
+        rec = {"id": f"tiny-cpu/{name}", "track_version": version, "speedup": None}
+        if name == "0002_b":
+            rec["speedup"] = {"baseline": "tiny-cpu/0001_a", "speedup": 12.5, "ci95": [11.0, 14.0], "paired": True}
+        (folder / "record.json").write_text(json.dumps(rec))
+    shutil.copy(Path(__file__).resolve().parents[1] / "records/tiny-cpu/track.toml", root / "records/tiny-cpu/")
+    import os
+    old = os.environ.get("SPEEDRUN_ROOT")
+    os.environ["SPEEDRUN_ROOT"] = str(root)
+    try:
+        assert cli.main(["diff", "tiny-cpu/0001", "tiny-cpu/0002", "--json"]) == 0
+        j = json.loads(capsys.readouterr().out)
+        t = j["metrics"]["train_time_ms"]
+        assert t["speedup"] == 12.5 and t["side_by_side"]["paired"] and t["ratio_of_means"] > 25
+        assert any("track version" in w for w in j["comparability"])
+        assert any("hardware (CPU)" in w for w in j["comparability"])
+        assert cli.main(["diff", "tiny-cpu/0001", "tiny-cpu/0002"]) == 0
+        out = capsys.readouterr().out
+        assert "measured side by side: 12.500×" in out and "not like for like" in out
+        (root / "records/tiny-cpu/0002_b/record.json").write_text(json.dumps({"id": "tiny-cpu/0002_b"}))
+        assert cli.main(["diff", "tiny-cpu/0001", "tiny-cpu/0002", "--json"]) == 0
+        assert json.loads(capsys.readouterr().out)["metrics"]["train_time_ms"]["speedup"] is None
+    finally:
+        if old is None:
+            os.environ.pop("SPEEDRUN_ROOT")
+        else:
+            os.environ["SPEEDRUN_ROOT"] = old

@@ -371,12 +371,9 @@ def _finish(o: Options, track: dict, manifest: Manifest, interrupted: bool, cons
         if o.record:
             m["recorded"] = {"recorded": False, "reason": "the attempt was interrupted: nothing recorded"}
     elif o.record and not verdict["record"] and not o.allow_failing:
-        m["recorded"] = {"recorded": False, "reason": "not a record (see the verdict): nothing recorded "
+        what = f"a reproduction of {verdict['reproduction_of']}" if verdict["reproduction_of"] else "not a record"
+        m["recorded"] = {"recorded": False, "reason": f"{what} (see the verdict): nothing recorded "
                                                       "(--unofficial records the runs, marked unofficial)"}
-        code = EXIT_FAIL
-    elif o.record and verdict["reproduction_of"] and not o.allow_failing:
-        m["recorded"] = {"recorded": False, "reason": f"a reproduction of {verdict['reproduction_of']}, not a record: "
-                                                      "nothing recorded"}
         code = EXIT_FAIL
     elif o.record:
         if not manifest.save():  # the record reads the manifest as it stands

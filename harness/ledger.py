@@ -394,6 +394,11 @@ def parent_reference(track_name: str, spec: str | None = None, root: Path | None
         from harness import diff
 
         side = diff.resolve(spec)
+        if not side.sources and not any(p.trials for p in side.logs):
+            raise InputError(f"--parent {spec}: neither a run log nor a record (no embedded code, no step lines): "
+                             "rule 3 needs the parent's code; give its log, its record folder or its id")
+        if side.record and side.record.get("track") not in (None, track_name):
+            raise InputError(f"--parent {spec} is a {side.record['track']} record; these runs are on {track_name}")
         return verify.Reference(f"{side.kind} {side.record_id or spec}", side.sources or None,
                                 [t for p in side.logs for t in p.trials])
     recs = records(root)

@@ -191,7 +191,8 @@ def duplicates(runs: list[Run]) -> dict[int, tuple[Run, str]]:
         keys = []
         if t.val:
             keys.append((("val", tuple((p.step, p.loss) for p in t.val)), "identical val-loss trajectory"))
-        if len(timed) >= MIN_TIMED_POINTS:
+        steps = {b[1] - a[1] for a, b in zip(timed, timed[1:])}
+        if len(timed) >= MIN_TIMED_POINTS and len(steps) >= 5:  # enough varied step times to be a fingerprint
             keys.append((("times", timed), f"the same {len(timed)} step times to the ms"))
         if t.val and r.train_time_ms:
             curve = tuple((p.step, None if p.loss is None else round(p.loss, 3)) for p in t.val)

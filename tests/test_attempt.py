@@ -122,7 +122,7 @@ def test_three_runs_end_to_end(smoke):
     assert {"smoke", "target"} <= {r["check"] for r in v["reasons"]}
     assert m["recorded"]["recorded"] is False and "not a record" in m["recorded"]["reason"]  # --record needs a record
     assert records_state(root) == before
-    assert "candidate s2" in p.stderr and "NOT A RECORD" not in p.stdout  # progress on stderr, JSON on stdout
+    assert "candidate s2" in p.stderr and "NOT A RECORD:" not in p.stdout  # progress on stderr, JSON on stdout
     assert survivors(str(root)) == []
 
 
@@ -172,7 +172,9 @@ def test_baseline_runs_interleave_and_report_a_speedup(smoke, baseline_record, t
     with its 95% interval; the record folder is left as it was (ledger check intact)."""
     root, _ = baseline_record
     state = records_state(root)
-    p = speedrun(root, *attempt_args(track_corpus, "--runs", "2", "--nproc", "2", "--baseline", "tiny-cpu/0001"))
+    cand = candidate_script(root.parent / "cand")
+    p = speedrun(root, *attempt_args(track_corpus, "--runs", "2", "--nproc", "2", "--baseline", "tiny-cpu/0001",
+                                     "--script", cand))
     assert p.returncode == 1, p.stderr[-3000:]
     m = json.loads(p.stdout)
     assert [(r["role"], r["seed"], r["outcome"]) for r in m["runs"]] == \
@@ -187,6 +189,53 @@ def test_baseline_runs_interleave_and_report_a_speedup(smoke, baseline_record, t
     assert sp["ci95"][0] < sp["speedup"] < sp["ci95"][1]
     assert "3/4 baseline" in p.stderr and "4/4 candidate s1" in p.stderr  # a summary row per run
     assert records_state(root) == state and ledger.check(root).ok
+
+
+def candidate_script(folder: Path) -> Path:
+    """The trainer with one byte changed (a change to time against the record), its kernels beside it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(ROOT / "kernels", folder / "kernels", dirs_exist_ok=True,
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    (folder / "train_gpt.py").write_text(SCRIPT.read_text() + "\n# a candidate change\n")
+    return folder / "train_gpt.py"
+
+
+@pytest.mark.slow
+def test_the_records_own_code_is_a_reproduction(smoke, baseline_record, track_corpus):
+    """The candidate's code is the baseline record's, byte for byte: no baseline arm runs; the verdict is
+    about reproducing the record (here a smoke run, so not reproduced), never a record, and it compares
+    this node's time with the record's own."""
+    root, _ = baseline_record
+    p = speedrun(root, *attempt_args(track_corpus, "--runs", "2", "--nproc", "2", "--baseline", "tiny-cpu/0001"))
+    assert p.returncode == 1, p.stderr[-3000:]
+    m = json.loads(p.stdout)
+    assert m["baseline"] is None and m["reproduction_of"].startswith("tiny-cpu/0001_")
+    assert [r["role"] for r in m["runs"]] == ["candidate", "candidate"]
+    v = m["verdict"]
+    assert v["record"] is False and v["label"].startswith("NOT REPRODUCED tiny-cpu/0001_")
+    assert v["calibration"]["factor"] > 0 and "speed" not in {r["check"] for r in v["reasons"]}
+    assert "a reproduction of tiny-cpu/0001_" in p.stderr
+
+
+@pytest.mark.slow
+def test_extend_adds_pairs_and_keeps_every_look(baseline_record, track_corpus):
+    """`attempt --extend DIR --runs 1` adds one A/B pair on a new seed to the same attempt; the manifest
+    keeps both looks at the interval; a changed candidate script is refused (exit 2)."""
+    root, _ = baseline_record
+    cand = candidate_script(root.parent / "cand-extend")
+    p = speedrun(root, *attempt_args(track_corpus, "--runs", "1", "--nproc", "2", "--baseline", "tiny-cpu/0001",
+                                     "--script", cand))
+    m = json.loads(p.stdout)
+    folder = Path(m["dir"])
+    assert len(m["looks"]) == 1 and m["verdict"]["speedup"]["pairs"] == 1
+    p = speedrun(root, "attempt", "--extend", folder, "--runs", "1", "--json")
+    m2 = json.loads(p.stdout)
+    assert [(r["role"], r["seed"]) for r in m2["runs"]][2:] == [("baseline", 1), ("candidate", 1)]
+    assert m2["seeds"] == [0, 1] and len(m2["looks"]) == 2 and m2["verdict"]["speedup"]["pairs"] == 2
+    assert m2["verdict"]["looks"] == 2 and m2["looks"][0] == m["looks"][0]
+    cand.write_text(cand.read_text() + "# edited\n")
+    p = speedrun(root, "attempt", "--extend", folder, "--runs", "1")
+    assert p.returncode == 2 and "changed since the attempt ran" in p.stderr
 
 
 # ---- faults: each stays inside its run -----------------------------------------------------------------

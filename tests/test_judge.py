@@ -3,6 +3,7 @@
 Manifests here carry no logs unless a test writes them, so verification is exercised only where the
 reason depends on it (a synthetic log that misses the target)."""
 import math
+from pathlib import Path
 
 import pytest
 
@@ -117,3 +118,32 @@ def test_first_record_of_a_track_needs_no_speed(tmp_path):
 def test_baseline_without_pairs(tmp_path):
     runs = [run(0, "baseline", outcome="killed", ms=None), run(0, ms=50.0)]
     assert "no-pairs" in reasons(manifest(tmp_path, runs, baseline="t/0001"))
+
+
+def test_a_reproduction_that_meets_the_target_is_reproduced_not_a_record(tmp_path, monkeypatch):
+    """Runs of a record's own code that meet the target: outcome accepted, label REPRODUCED <record>, never
+    a record, no rule-4 reason, and a node calibration against the record's own time."""
+    from harness import ledger
+    from test_ledger import make_logs
+
+    root = tmp_path / "proj"
+    (root / "records/tiny-cpu").mkdir(parents=True)
+    (root / "records/tiny-cpu/track.toml").write_text(
+        (attempt.repo_root() / "records/tiny-cpu/track.toml").read_text())
+    monkeypatch.setenv("SPEEDRUN_ROOT", str(root))
+    rec = ledger.add(make_logs(tmp_path / "rec"), "tiny-cpu", "first", root=root).record
+    adir = tmp_path / "attempt"
+    logs = make_logs(adir, start=10, step_ms=5.0)  # 1 ms time steps: too coarse to fingerprint
+    runs = [run(k, log=Path(p).name, ms=None) for k, p in enumerate(logs)]
+    m = manifest(adir, runs)
+    m["reproduction_of"] = rec.id
+    import logmaker
+    (adir / "train_gpt.py").write_text(logmaker.SOURCE)
+    m["script"] = str(adir / "train_gpt.py")
+    out = attempt.judge(m, TRACK)
+    assert out["outcome"] == "accepted", out["reasons"]
+    assert out["record"] is False and out["label"] == f"REPRODUCED {rec.id}"
+    assert "speed" not in {r["check"] for r in out["reasons"]}
+    assert out["calibration"]["factor"] == pytest.approx(rec.summary["mean_train_time_ms"]
+                                                        / out["summary"]["mean_train_time_ms"])
+    assert out["calibration"]["factor"] > 1.5  # these runs took half the record's time: a faster node

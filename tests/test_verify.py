@@ -314,3 +314,21 @@ def test_track_files_load():
     """The gpt2-medium track (modded-nanogpt track 2) loads with its target and hardware."""
     t = load_track("gpt2-medium")
     assert t["target"] == 2.92 and t["hardware"] == {"accelerator": "gpu", "model": "H100", "count": 8}
+
+
+def test_parent_that_is_no_log_is_bad_input_and_unreadable_code_is_not_checked(tmp_path, capsys):
+    """`verify --parent` an empty or binary file exits 2; a parent log without embedded code leaves rule 3
+    "not checked" (unknown), which fails where rule 3 is in force, never "ok"."""
+    paths = write_runs(tmp_path)
+    for bad in (b"", bytes(range(256)) * 4):
+        f = tmp_path / "parent.bin"
+        f.write_bytes(bad)
+        assert cli.main(["verify", *map(str, paths), "--track", "tiny-cpu", "--parent", str(f)]) == 2
+        assert "parent.bin" in capsys.readouterr().err
+    codeless = tmp_path / "codeless.txt"
+    codeless.write_text("\n".join(ln for ln in logmaker.ours(seed=9).splitlines() if ln.startswith(("step:", "RESULT")))
+                        + "\n")
+    assert cli.main(["verify", *map(str, paths), "--track", "tiny-cpu", "--parent", str(codeless), "--json"]) == 1
+    out = json.loads(capsys.readouterr().out)
+    flags = next(c for c in out["runs"][0]["checks"] if c["name"] == "flags")
+    assert flags["unknown"] and not flags["ok"] and flags["detail"].startswith("not checked")

@@ -147,3 +147,56 @@ def test_a_reproduction_that_meets_the_target_is_reproduced_not_a_record(tmp_pat
     assert out["calibration"]["factor"] == pytest.approx(rec.summary["mean_train_time_ms"]
                                                         / out["summary"]["mean_train_time_ms"])
     assert out["calibration"]["factor"] > 1.5  # these runs took half the record's time: a faster node
+
+
+def _attempt_folder(tmp_path, root, rec_id, cand_ms, base_ms):
+    """A finished attempt on disk: candidate logs of changed code and baseline logs, paired by seed."""
+    import json
+
+    import logmaker
+    from harness.files import sha256_file
+
+    adir = tmp_path / "attempt"
+    adir.mkdir()
+    changed = logmaker.SOURCE.replace('"step"', '"a new step"')
+    (adir / "train_gpt.py").write_text(changed)
+    runs = []
+    for k, (b, c) in enumerate(zip(base_ms, cand_ms)):
+        for role, ms, src in (("baseline", b, logmaker.SOURCE), ("candidate", c, changed)):
+            name = f"{role[0]}{k}.txt"
+            (adir / name).write_text(logmaker.ours(seed=20 + k + (50 if role == "baseline" else 0), step_ms=ms,
+                                                   source=src, run_id=name[:-4]))
+            t = float(json.loads((adir / name).read_text().rsplit("RESULT ", 1)[1])["train_time_ms"])
+            runs.append({"index": len(runs), "role": role, "seed": k, "run_id": name[:-4], "outcome": "ok",
+                         "log": name, "log_sha256": sha256_file(adir / name), "train_time_ms": t, "message": ""})
+    m = {"schema": attempt.SCHEMA, "id": "a1", "dir": str(adir), "track": "tiny-cpu", "status": "done",
+         "script": str(adir / "train_gpt.py"), "seeds": list(range(len(cand_ms))), "runs": runs,
+         "baseline": {"record": rec_id}, "looks": [], "max_steps": None}
+    (adir / "attempt.json").write_text(json.dumps(m))
+    return adir
+
+
+@pytest.mark.parametrize("cand_ms,official", [((100.0, 104.0, 98.0), False), ((50.0, 52.0, 49.0), True)])
+def test_record_add_attempt_honours_rule_4(tmp_path, monkeypatch, cand_ms, official):
+    """`record add --attempt`: an attempt whose A/B shows no speedup is refused (nothing written); one
+    faster side by side becomes an official record whose README shows the interval and the looks."""
+    from harness import ledger
+    from test_ledger import make_logs
+
+    root = tmp_path / "proj"
+    (root / "records/tiny-cpu").mkdir(parents=True)
+    (root / "records/tiny-cpu/track.toml").write_text(
+        (attempt.repo_root() / "records/tiny-cpu/track.toml").read_text())
+    monkeypatch.setenv("SPEEDRUN_ROOT", str(root))
+    rec = ledger.add(make_logs(tmp_path / "rec"), "tiny-cpu", "first", root=root).record
+    adir = _attempt_folder(tmp_path, root, rec.id, cand_ms, (100.0, 103.0, 99.0))
+    before = (root / "records/ledger.jsonl").read_bytes()
+    out = attempt.record_attempt(adir, "faster?")
+    assert out["recorded"] is official, out.get("reason")
+    if not official:
+        assert "rule 4" in out["reason"] and (root / "records/ledger.jsonl").read_bytes() == before
+    else:
+        r = out["record"]
+        assert r["official"] and r["speedup"]["paired"] and r["speedup"]["ci95"][0] > 1 and r["parent"] == rec.id
+        readme = (root / "records" / r["id"] / "README.md").read_text()
+        assert "3 interleaved A/B pairs" in readme and "after 1 look" in readme

@@ -357,9 +357,6 @@ def _finish(o: Options, track: dict, manifest: Manifest, interrupted: bool, cons
     m, adir = manifest.data, manifest.folder
     m["status"], m["finished"] = ("interrupted" if interrupted else "done"), _now()
     verdict = m["verdict"] = judge(m, track, o.max_steps)
-    if m.get("no_baseline"):
-        verdict["reasons"].append(_reason("no-baseline", "run with --no-baseline: never a record"))
-        verdict["record"] = False
     sp = verdict.get("speedup") or {}
     m.setdefault("looks", []).append({"at": m["finished"], "runs": len(m["runs"]), "pairs": sp.get("pairs"),
                                       "speedup": sp.get("speedup"), "ci95": sp.get("ci95"),
@@ -580,6 +577,9 @@ def judge(m: dict, track: dict, max_steps: int | None = None) -> dict:
             reasons.append(_reason("unverifiable", f"the candidate logs could not be verified: {e}", unknown=True))
     elif cands and not unfinished:
         reasons.append(_reason("no-log-here", "no candidate log on this node (rank 0 ran on another)", unknown=True))
+    if m.get("no_baseline"):
+        reasons.append(_reason("no-baseline", "run with --no-baseline: no side-by-side timing, never a record",
+                               unknown=True))
     if max_steps:
         reasons.append(_reason("smoke", f"a smoke attempt (--max-steps {max_steps}): the runs stop before the "
                                         "track's last step"))
@@ -595,8 +595,8 @@ def judge(m: dict, track: dict, max_steps: int | None = None) -> dict:
            "reasons": d.reasons, "notes": d.notes, "summary": v.summary if v else None,
            "verify": v.to_json() if v else None, "speedup": _speed_json(m, speed) if speed else None,
            "looks": len(m.get("looks") or []) + 1}
-    if repro and v is not None:
-        out["calibration"] = calibration(repro, v.summary)
+    if repro:
+        out["calibration"] = calibration(repro, m)
     return finite(out)
 
 
@@ -626,19 +626,24 @@ def _speed_json(m: dict, speed) -> dict:
     return out
 
 
-def calibration(record_id: str, summary: dict) -> dict | None:
+def calibration(record_id: str, m: dict) -> dict | None:
     """This node against the node a record was timed on, from a reproduction of its code: the record's
-    own mean train time over this node's (> 1: this node ran it faster)."""
+    runs' mean train time over this attempt's (> 1: this node ran it faster)."""
+    from statistics import fmean
+
     from harness import ledger
 
     try:
         rec = ledger.find(ledger.records(), record_id, "reproduction")
     except InputError:
         return None
-    theirs, ours = rec.summary.get("mean_train_time_ms"), summary.get("mean_train_time_ms")
+    theirs = [r["train_time_ms"] for r in rec.runs if r.get("train_time_ms")]
+    ours = [r["train_time_ms"] for r in m["runs"] if r["role"] == "candidate" and r["outcome"] == "ok"
+            and r.get("train_time_ms")]
     if not theirs or not ours:
         return None
-    return {"record": rec.id, "record_ms": theirs, "this_node_ms": ours, "factor": theirs / ours}
+    return {"record": rec.id, "record_ms": fmean(theirs), "this_node_ms": fmean(ours),
+            "factor": fmean(theirs) / fmean(ours), "runs": [len(theirs), len(ours)]}
 
 
 # ---- recording -------------------------------------------------------------------------------------------
@@ -704,8 +709,6 @@ def record_attempt(folder: str | Path, title: str, *, contributors=(), allow_fai
     # the attempt's own problems (a smoke run, …) count as at the attempt's end; the logs are judged again
     problems = [r for r in judge(m, load_track(m["track"]), m.get("max_steps"))["reasons"]
                 if r["check"] in REASONS and r["check"] not in ("unfinished", "never-started", "attempt-status")]
-    if m.get("no_baseline"):
-        problems.append(_reason("no-baseline", "run with --no-baseline: never a record"))
     decision = ledger.decide(prepared, speed=speed, problems=problems)
     notes = prepared.notes
     notes.append(f"from attempt {m['id']}: {len(cands)} candidate run(s), "

@@ -134,7 +134,9 @@ def test_a_reproduction_that_meets_the_target_is_reproduced_not_a_record(tmp_pat
     rec = ledger.add(make_logs(tmp_path / "rec"), "tiny-cpu", "first", root=root).record
     adir = tmp_path / "attempt"
     logs = make_logs(adir, start=10, step_ms=5.0)  # 1 ms time steps: too coarse to fingerprint
-    runs = [run(k, log=Path(p).name, ms=None) for k, p in enumerate(logs)]
+    import json
+    runs = [run(k, log=Path(p).name, ms=json.loads(Path(p).read_text().rsplit("RESULT ", 1)[1])["train_time_ms"])
+            for k, p in enumerate(logs)]
     m = manifest(adir, runs)
     m["reproduction_of"] = rec.id
     import logmaker
@@ -144,8 +146,8 @@ def test_a_reproduction_that_meets_the_target_is_reproduced_not_a_record(tmp_pat
     assert out["outcome"] == "accepted", out["reasons"]
     assert out["record"] is False and out["label"] == f"REPRODUCED {rec.id}"
     assert "speed" not in {r["check"] for r in out["reasons"]}
-    assert out["calibration"]["factor"] == pytest.approx(rec.summary["mean_train_time_ms"]
-                                                        / out["summary"]["mean_train_time_ms"])
+    theirs = sum(r["train_time_ms"] for r in rec.runs) / len(rec.runs)
+    assert out["calibration"]["factor"] == pytest.approx(theirs / out["summary"]["mean_train_time_ms"], rel=1e-3)
     assert out["calibration"]["factor"] > 1.5  # these runs took half the record's time: a faster node
 
 
@@ -200,3 +202,11 @@ def test_record_add_attempt_honours_rule_4(tmp_path, monkeypatch, cand_ms, offic
         assert r["official"] and r["speedup"]["paired"] and r["speedup"]["ci95"][0] > 1 and r["parent"] == rec.id
         readme = (root / "records" / r["id"] / "README.md").read_text()
         assert "3 interleaved A/B pairs" in readme and "after 1 look" in readme
+
+
+def test_no_baseline_is_never_a_record(tmp_path):
+    """An attempt run with --no-baseline has no side-by-side timing: never a record, whatever its runs."""
+    m = manifest(tmp_path, [run(0), run(1)])
+    m["no_baseline"] = True
+    out = attempt.judge(m, TRACK)
+    assert out["record"] is False and "no-baseline" in {r["check"] for r in out["reasons"]}

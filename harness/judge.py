@@ -46,6 +46,16 @@ RULES = {
     "parent": "a parent on the same track",
     "attempt": "every planned run of the attempt",
     "smoke": "the track's full run",
+    # what an attempt itself can lack (harness/attempt.py)
+    "no-candidate": "every planned run of the attempt",
+    "unfinished": "every planned run of the attempt",
+    "never-started": "every planned run of the attempt",
+    "attempt-status": "every planned run of the attempt",
+    "logs-elsewhere": "every run's log, verified together",
+    "no-log-here": "every run's log, verified together",
+    "unverifiable": "logs that can be verified",
+    "no-pairs": "rule 4: faster than the prior record on the same hardware",
+    "no-baseline": "rule 4: faster than the prior record on the same hardware",
 }
 
 

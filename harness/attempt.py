@@ -816,7 +816,7 @@ def fetch_fineweb_if_missing(track: dict, train_shards: int = 8) -> Path:
     return d
 
 
-CPU_RUNS = 3  # ./run.sh without GPUs: three full tiny-cpu runs (≈2 min each): enough for a t-test
+CPU_RUNS = 3  # ./run.sh without GPUs: three full tiny-cpu runs (≈1 min each): enough for a t-test
 
 
 def main_job() -> int:

@@ -101,8 +101,3 @@ def finite(obj):
 def number(x) -> float | int | None:
     """x if it is a finite number (not a bool), else None."""
     return x if isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) else None
-
-
-def dumps(obj, **kw) -> str:
-    """JSON of obj with nan/inf as null (strict JSON: never `NaN`)."""
-    return json.dumps(finite(obj), allow_nan=False, **kw)

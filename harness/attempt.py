@@ -326,7 +326,10 @@ def extend_attempt(folder: str | Path, o: Options, console=None) -> tuple[int, d
             raise InputError(f"--extend {folder}: {what} {path} changed since the attempt ran (or is gone): an "
                              "extension runs the same code; start a new attempt")
     track = load_track(m["track"])
-    n = o.runs or (m.get("verdict") or {}).get("speedup", {}).get("more_pairs_needed") or 2
+    if (m.get("recorded") or {}).get("recorded"):
+        raise InputError(f"--extend {folder}: it was recorded; its manifest's sha256 is in the ledger, so it stays as "
+                         "it is: start a new attempt")
+    n = o.runs or ((m.get("verdict") or {}).get("speedup") or {}).get("more_pairs_needed") or 2
     first = max(m["seeds"]) + 1
     seeds = list(range(first, first + min(int(n), 20)))
     o = replace(o, track=m["track"], max_steps=m.get("max_steps"), nproc=m["nproc"], no_baseline=False)
@@ -375,7 +378,10 @@ def _finish(o: Options, track: dict, manifest: Manifest, interrupted: bool, cons
     elif o.record:
         if not manifest.save():  # the record reads the manifest as it stands
             raise InputError(manifest.error)
-        m["recorded"] = record_attempt(adir, o.record, contributors=o.contributors, allow_failing=o.allow_failing)
+        try:
+            m["recorded"] = record_attempt(adir, o.record, contributors=o.contributors, allow_failing=o.allow_failing)
+        except InputError as e:  # e.g. a baseline that is not a record cannot be a parent
+            m["recorded"] = {"recorded": False, "reason": str(e)}
         if not m["recorded"]["recorded"]:
             code = EXIT_FAIL
     if not manifest.save():
@@ -571,7 +577,7 @@ def judge(m: dict, track: dict, max_steps: int | None = None) -> dict:
         try:
             from harness import ledger
 
-            parent = ledger.parent_reference(track["name"], against) if against else None
+            parent = ledger.parent_reference(track["name"], against)  # None: the latest record, if any
             v = verify.verify_files(logs, track["name"], script=m["script"], parent=parent)
         except InputError as e:
             reasons.append(_reason("unverifiable", f"the candidate logs could not be verified: {e}", unknown=True))
@@ -703,7 +709,7 @@ def record_attempt(folder: str | Path, title: str, *, contributors=(), allow_fai
     prepared = ledger.prepare(paths, m["track"], date=date, parent=parent, evidence=evidence)
     speed = _speed(m) if m.get("baseline") else None
     if speed is not None and speed.against != prepared.parent:
-        speed = None  # timed against another record than the parent it claims: no rule-4 evidence for that one
+        speed = prepared.speed = None  # timed against another record than its parent: no rule-4 evidence
     if speed is not None:  # paired by seed in this attempt: better than the unpaired estimate
         prepared.speedup = {**_speed_json(m, speed), "paired": True, "looks": max(1, len(m.get("looks") or []))}
     # the attempt's own problems (a smoke run, …) count as at the attempt's end; the logs are judged again

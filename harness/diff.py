@@ -11,6 +11,7 @@ import ast
 import difflib
 import json
 import math
+import re
 import operator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -322,6 +323,8 @@ def comparability(a: Side, b: Side, env_a: dict, env_b: dict) -> list[str]:
     for key, what in (("data_sha256", "data"), ("gpus", "hardware (GPUs)"), ("cpu", "hardware (CPU)"),
                       ("torch", "torch")):
         x, y = env_a.get(key), env_b.get(key)
+        if key == "cpu":  # the model and cores, not the kernel build or the thread count
+            x, y = (re.sub(r" (torch_threads|platform):\S*", "", v) if v else v for v in (x, y))
         if x and y and x != y:
             out.append(f"{what} differs (A {x}, B {y})")
     return out

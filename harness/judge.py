@@ -153,9 +153,20 @@ class Decision:
                 "speed": self.speed.to_json() if self.speed else None, "notes": self.notes}
 
 
-def reason(check: str, detail: str, unknown: bool = False) -> dict:
-    """One reason: `unknown` = the logs cannot show it (unverifiable), else the logs show the rule broken."""
-    return {"check": check, "rule": RULES.get(check, check), "detail": detail, "unknown": unknown}
+def reason(check: str, detail: str, unknown: bool = False, why: str | None = None) -> dict:
+    """One reason: `unknown` = the logs cannot show it (unverifiable), else the logs show the rule broken;
+    `why` a finer name (rule 4: slower, not-faster, one-pair, no-side-by-side, not-the-latest)."""
+    out = {"check": check, "rule": RULES.get(check, check), "detail": detail, "unknown": unknown}
+    if why:
+        out["why"] = why
+    return out
+
+
+def with_reason(d: Decision, r: dict) -> Decision:
+    """The same decision with one more reason (the outcome recomputed)."""
+    reasons = d.reasons + [r]
+    outcome = "rejected" if any(not x["unknown"] for x in reasons) else "unverifiable"
+    return Decision(outcome, reasons, d.speed, d.parent, d.reproduction_of, d.notes)
 
 
 def speed_rule(rules: dict) -> tuple[str, float]:
@@ -172,13 +183,18 @@ def decide(verdict, rules: dict, *, speed: Speed | None = None, parent: str | No
     found before verification (unfinished runs, a smoke run, a bad parent), as `reason(...)` dicts."""
     reasons = list(problems)
     if verdict is not None:
-        seen = set()
+        first: dict[str, dict] = {}
         for r in verdict.runs:
             for c in r.checks:
-                if not c.ok and c.name not in seen:
-                    seen.add(c.name)
-                    reasons.append(reason(c.name, c.detail if len(verdict.runs) == 1 else f"{r.file}: {c.detail}",
-                                          unknown=getattr(c, "unknown", False)))
+                if c.ok:
+                    continue
+                detail = c.detail if len(verdict.runs) == 1 else f"{r.file}: {c.detail}"
+                unknown = getattr(c, "unknown", False)
+                if c.name not in first:
+                    first[c.name] = reason(c.name, detail, unknown)
+                    reasons.append(first[c.name])
+                elif first[c.name]["unknown"] and not unknown:  # a run that shows it broken outweighs one that cannot
+                    first[c.name].update(detail=detail, unknown=False)
         if not verdict.runs:
             reasons.append(reason("complete", "no run to verify", unknown=True))
     elif not reasons:
@@ -201,25 +217,25 @@ def _rule4(speed: Speed | None, rules: dict, parent: str | None) -> tuple[list[d
         return [], ["the first record of its track: no prior record to beat"]
     if speed is None:
         return [reason("speed", f"no side-by-side timing against {parent}: a record needs one (`speedrun attempt` "
-                                "interleaves runs of the parent by default)", unknown=True)], []
+                                "interleaves runs of the parent by default)", unknown=True, why="no-side-by-side")], []
     if test == "logged-time" and not speed.side_by_side:  # the early board compared logged times
         if speed.estimate > 1:
             return [], [f"faster than {parent}'s logged time ({speed.describe()}); not timed side by side"]
-        return [reason("speed", f"slower than the prior record's logged time: {speed.describe()}")], []
+        return [reason("speed", f"slower than the prior record's logged time: {speed.describe()}", why="slower")], []
     if not speed.side_by_side:
         return [reason("speed", f"{speed.describe()}: times from different nodes are not a side-by-side "
-                                "measurement", unknown=True)], []
+                                "measurement", unknown=True, why="no-side-by-side")], []
     if speed.estimate <= 1:
-        return [reason("speed", f"slower than {speed.against}: {speed.describe()}")], []
+        return [reason("speed", f"slower than {speed.against}: {speed.describe()}", why="slower")], []
     if speed.lo is None:
         more = speed.more_needed()
         return [reason("speed", f"{speed.describe()}: one run a side gives no interval"
                                 + (f"; about {more} more pair(s) would show it at this spread" if more else ""),
-                       unknown=True)], []
+                       unknown=True, why="one-pair")], []
     if speed.lo <= 1:
         more = speed.more_needed()
         hint = (f"; at the observed spread about {more} more pair(s) would clear 1 (`speedrun attempt --extend`)"
                 if more else "")
         return [reason("speed", f"not shown faster than {speed.against}: {speed.describe()} includes 1{hint}",
-                       unknown=True)], []
+                       unknown=True, why="not-faster")], []
     return [], [f"faster than {speed.against}: {speed.describe()}"]

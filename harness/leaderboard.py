@@ -34,9 +34,13 @@ def rows(recs: list[ledger.Record], track: str, include_unofficial: bool = False
         t = r.summary["mean_train_time_ms"]
         sp = r.speedup or {}
         chained = None
-        if r.official and r.parent in official and official[r.parent] is not None and sp.get("speedup"):
+        parent = next((x for x in recs if x.id == r.parent), None)
+        new_version = parent is not None and parent.track_version != r.track_version
+        if (r.official and official.get(r.parent) is not None and sp.get("speedup") and not new_version
+                and sp.get("baseline") == r.parent):
             chained = official[r.parent] / sp["speedup"]
         basis = ("side by side" if chained is not None else "first record" if r.official and r.parent is None
+                 else "new track version" if r.official and new_version
                  else "not measured side by side" if r.official else "not a record")
         off = chained if chained is not None else (t if r.official else None)
         if r.official:
@@ -94,8 +98,9 @@ def markdown(root: Path | None = None, include_unofficial: bool = False) -> tupl
                     f"between them (see `records/{name}/track.toml`), so their losses are not comparable.", ""]
         out += ["Official time: the parent's official time divided by the speedup measured side by side (the "
                 "community's convention: times from different nodes are never compared). *Measured* is the "
-                "record's own mean time on its own node; † marks a record whose speed was not measured side by "
-                "side, where a new chain starts. Δ compares official times within a chain.", ""]
+                "record's own mean time on its own node; a new chain starts, from the measured time, at a record "
+                "whose speed was not measured side by side (†) or on a new track version (‡). Δ compares "
+                "official times within a chain.", ""]
         out += ["| # | official time | measured (node) | Δ vs previous | val loss (mean ± std, n) | p-value | date | "
                 "title | contributors | record | track | speedup (95% CI) |",
                 "|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -104,7 +109,7 @@ def markdown(root: Path | None = None, include_unofficial: bool = False) -> tupl
             delta = "-" if d is None else f"{d / 1000:+.3f} s"
             loss = f"{fmt(r['mean_val_loss'], '.4f')} ± {fmt(r['std_val_loss'], '.4f')} (n={r['n']})"
             mark = "" if r["official"] else " (unofficial)"
-            dagger = " †" if r["time_basis"] == "not measured side by side" else ""
+            dagger = {"not measured side by side": " †", "new track version": " ‡"}.get(r["time_basis"], "")
             node = f" ({md(r['node'])})" if r["node"] else ""
             out.append(f"| {r['number']} | {fmt(r['official_time_ms'], '.3f', 1e-3, ' s')}{dagger} | "
                        f"{fmt(r['train_time_ms'], '.3f', 1e-3, ' s')}{node} | {delta} | {loss} | "
@@ -154,17 +159,22 @@ def _plot(name: str, rs: list[dict], png: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
     xs = list(range(len(rs)))
-    ax.step(xs, [r["official_time_ms"] / 1000 for r in rs], where="post", color="0.6", lw=1)
+    start = 0  # one step line per chain: chains are not comparable with each other
+    for k in range(1, len(rs) + 1):
+        if k == len(rs) or rs[k]["time_basis"] != "side by side":
+            ax.step(xs[start:k], [r["official_time_ms"] / 1000 for r in rs[start:k]], where="post", color="0.6", lw=1)
+            start = k
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for k, v in enumerate(sorted({r["track_version"] for r in rs})):
         sel = [(x, r) for x, r in zip(xs, rs) if r["track_version"] == v]
         c = colours[k % len(colours)]
         ax.plot([x for x, _ in sel], [r["official_time_ms"] / 1000 for _, r in sel], "o", color=c,
                 label=f"v{v} official")
-        ax.plot([x for x, _ in sel], [r["train_time_ms"] / 1000 for _, r in sel], "o", mfc="none", color=c,
-                label=f"v{v} measured")
+        meas = [(x, r["train_time_ms"] / 1000) for x, r in sel if r["train_time_ms"] is not None]
+        ax.plot([x for x, _ in meas], [t for _, t in meas], "o", mfc="none", color=c, label=f"v{v} measured")
     for x, r in zip(xs, rs):
-        ax.annotate(f"#{r['number']}" + (" †" if r["time_basis"] == "not measured side by side" else ""),
+        ax.annotate(f"#{r['number']}" + {"not measured side by side": " †", "new track version": " ‡"}.get(
+                    r["time_basis"], ""),
                     (x, r["official_time_ms"] / 1000), textcoords="offset points", xytext=(4, 4), fontsize=8)
     ax.set_yscale("log")
     ax.set_xticks(xs, [f"#{r['number']}\n{r['date']}" for r in rs], fontsize=7)

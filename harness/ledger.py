@@ -338,6 +338,7 @@ class Prepared:
     speed: object = None                # judge.Speed: rule 4's evidence (the dict above is its stored form)
     rules: dict = field(default_factory=dict)
     reproduction_of: str | None = None  # the parent, when these runs are its code byte for byte
+    parent_trials: list = field(default_factory=list)  # the parent's runs (its logged times, for `logged-time`)
 
 
 def _read(paths: list, prefix: str, taken: set, known: dict | None = None) -> tuple[list[tuple[str, bytes]],
@@ -459,16 +460,25 @@ def prepare(log_paths: list[str], track_name: str, *, date: str | None = None, p
                        for g, _, gp in groups if g["role"] == "baseline"), None)
     times = [r.train_time_ms for r in v.runs if r.train_time_ms]
     sp = None
+    base_group = next(((g, gp) for g, _, gp in groups if g["role"] == "baseline"), None)
     if base_times and times:
-        bdir = next(g["dir"] for g, _, _ in groups if g["role"] == "baseline")
+        bdir = base_group[0]["dir"]
         sp = judge.Speed.unpaired(f"evidence/{bdir}" if bdir else "evidence", base_times, times)
+        base_code = next((_stored_names(p.sources) for p in base_group[1] if p.sources), None)
+        if parent_id is not None and (parent_ref is None or base_code != parent_ref.sources):
+            notes.append(f"the baseline runs in {sp.against} do not run the parent's code ({parent_id}): their "
+                         "speedup is kept as evidence, not as rule 4's")
+            sp = None
+        elif parent_id is not None:
+            sp.against = parent_id
         speed = {"baseline": sp.against, "runs": [len(base_times), len(times)], "speedup": sp.estimate,
                  "ci95": [sp.lo, sp.hi], "baseline_mean_ms": sp.baseline_mean_ms,
                  "candidate_mean_ms": sp.candidate_mean_ms}
     first = next((p for p in parsed if p.sources), None)
     repro = parent_id if (parent_id and parent_ref is not None and parent_ref.sources and first is not None
                           and _stored_names(first.sources) == parent_ref.sources) else None
-    return Prepared(v, track, stored, notes, parent_id, out, speed, sp, rules, repro)
+    return Prepared(v, track, stored, notes, parent_id, out, speed, sp, rules, repro,
+                    list(parent_ref.trials) if parent_ref is not None else [])
 
 
 def _stored_names(sources: dict) -> dict:
@@ -490,7 +500,14 @@ def decide(prepared: Prepared, *, speed=None, problems=()) -> "judge.Decision":
     """Ask the one judge about prepared runs: verification, rule 4 against the parent (`speed`: a paired
     A/B from an attempt; else the unpaired baseline group found with the runs), a reproduction when the
     code is the parent's byte for byte."""
-    return judge.decide(prepared.verdict, prepared.rules, speed=speed or prepared.speed, parent=prepared.parent,
+    speed = speed or prepared.speed
+    test, _ = judge.speed_rule(prepared.rules)
+    if speed is None and test == "logged-time" and prepared.parent and prepared.parent_trials:
+        theirs = [t.final_val.time_ms for t in prepared.parent_trials if t.final_val and t.final_val.time_ms]
+        mine = [r.train_time_ms for r in prepared.verdict.runs if r.train_time_ms]
+        if theirs and mine:  # the early board: the parent's own logged times, another node
+            speed = judge.Speed.unpaired(prepared.parent, theirs, mine, kind="logged")
+    return judge.decide(prepared.verdict, prepared.rules, speed=speed, parent=prepared.parent,
                         reproduction_of=prepared.reproduction_of, problems=list(problems))
 
 
@@ -555,6 +572,13 @@ def add(log_paths: list[str], track_name: str, title: str, *, contributors: list
         _recover(root, lines)
         existing = [read_record(root / "records" / ln["id"]) for ln in lines]
         stored_before(existing, stored, v, root)
+        latest = default_parent(existing, track_name)
+        if decision.record and prepared.parent and latest is not None and latest.id != prepared.parent:
+            decision = judge.with_reason(decision, judge.reason(
+                "speed", f"timed against {prepared.parent}, but the track's latest record is {latest.id}: rule 4 "
+                         "asks for the prior record", unknown=True, why="not-the-latest"))
+            unofficial_reason = unofficial_reason or f"not a record: timed against {prepared.parent}, not the " \
+                                                     f"latest record {latest.id}"
         parent = prepared.parent
         if parent is not None:
             parent = find(existing, parent, "--parent", root).id  # still there, under the lock
@@ -637,7 +661,7 @@ def stored_before(existing: list[Record], stored: list[tuple[str, bytes]], v: ve
     if not old:
         return
     mine = {id(r) for r in v.runs}
-    for rid, (first, why) in verify.duplicates(old + list(v.runs)).items():
+    for rid, (first, why) in verify.duplicates(old + list(v.runs), keys=("times", "time+curve")).items():
         if rid in mine and id(first) not in mine:
             run = next(r for r in v.runs if id(r) == rid)
             raise Refused(v, message=f"{run.file}: the same run as {first.file} ({why}), already in the ledger; "
@@ -652,7 +676,8 @@ def render_readme(rid, track, title, date, contributors, parent, v, summary, tex
     out = [f"# {md(title)}", "",
            f"Record `{rid}` on track `{track['name']}` (version {track['version']}), {date}: "
            + (f"**unofficial** ({md(unofficial_reason)}; see the notes)." if unofficial_reason else
-              "**official**: every check passed, and it is faster than its parent side by side." if v.ok else
+              ("**official**: every check passed, and it is faster than its parent side by side." if parent else
+               "**official**: every check passed (the first record of its track).") if v.ok else
               "**unofficial** (verification failed)."), "",
            f"Contributors: {md(', '.join(contributors)) or '-'}  ", f"Parent: {f'`{parent}`' if parent else '-'}", "",
            "## What changed and why", "", (text.rstrip() if text and text.strip() else "_Not stated._"), "",

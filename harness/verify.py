@@ -178,30 +178,31 @@ def _complete(r: Run) -> Check:
 MIN_TIMED_POINTS = 8  # fewer timed step lines than this are too few to call two runs one
 
 
-def duplicates(runs: list[Run]) -> dict[int, tuple[Run, str]]:
+def duplicates(runs: list[Run], keys: tuple = ("val", "times", "time+curve")) -> dict[int, tuple[Run, str]]:
     """Runs that are one run, found twice: id(run) → (the earlier run, how they coincide). Two logs are one
     run when their val trajectories are identical, when their step-time sequences coincide to the
     millisecond (a copy with a val digit edited), or when their train time and rounded val curve coincide
-    (a copy with the times nudged)."""
+    (a copy with the times nudged). `keys` picks the tests: across records of a deterministic track, same
+    val curves are expected (a systems-only change on the same seeds), so only the times count there."""
     seen: dict[tuple, Run] = {}
     out: dict[int, tuple[Run, str]] = {}
     for r in runs:
         t = r.trial
         timed = tuple((p.step, p.time_ms) for p in sorted(t.train + t.val, key=lambda p: p.line) if p.time_ms is not None)
-        keys = []
-        if t.val:
-            keys.append((("val", tuple((p.step, p.loss) for p in t.val)), "identical val-loss trajectory"))
+        found = []
+        if t.val and "val" in keys:
+            found.append((("val", tuple((p.step, p.loss) for p in t.val)), "identical val-loss trajectory"))
         steps = {b[1] - a[1] for a, b in zip(timed, timed[1:])}
-        if len(timed) >= MIN_TIMED_POINTS and len(steps) >= 5:  # enough varied step times to be a fingerprint
-            keys.append((("times", timed), f"the same {len(timed)} step times to the ms"))
-        if t.val and r.train_time_ms:
+        if len(timed) >= MIN_TIMED_POINTS and len(steps) >= 2 and "times" in keys:  # not uniformly spaced
+            found.append((("times", timed), f"the same {len(timed)} step times to the ms"))
+        if t.val and r.train_time_ms and "time+curve" in keys:
             curve = tuple((p.step, None if p.loss is None else round(p.loss, 3)) for p in t.val)
-            keys.append((("time+curve", r.train_time_ms, curve), f"the same train time ({r.train_time_ms:g} ms) and "
-                                                                 "val curve"))
-        hit = next(((seen[k], why) for k, why in keys if k in seen and seen[k].log is not r.log), None)
+            found.append((("time+curve", r.train_time_ms, curve), f"the same train time ({r.train_time_ms:g} ms) "
+                                                                  "and val curve"))
+        hit = next(((seen[k], why) for k, why in found if k in seen), None)
         if hit:
             out[id(r)] = hit
-        for k, _ in keys:
+        for k, _ in found:
             seen.setdefault(k, r)
     return out
 

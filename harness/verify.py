@@ -152,7 +152,7 @@ def _complete(r: Run) -> Check:
     elif v.loss is None or not math.isfinite(v.loss):
         problems.append(f"final val loss is not a number (line {v.line})")
     is_last = t is p.trials[-1]
-    if is_last and not p.ends_with_newline:
+    if is_last and p.cut:  # a last line that lacks only its newline is whole
         problems.append("the file ends mid-line (truncated)")
     if p.era == logs.ERA_OURS and t.result is None:
         problems.append("no RESULT line")

@@ -279,8 +279,9 @@ def _given_parent(spec: str, track: dict) -> Known:
 
 
 def _complete_only(p: logs.ParsedLog) -> logs.ParsedLog | None:
-    """The log with only its complete trials (a val line at the total steps), or None when it has none."""
-    done = [t for t in p.trials if t.complete]
+    """The log with only its complete trials (a val line at the total steps), or None when it has none. A
+    log that never states its total steps (llm.c) keeps its trials: whether they finished is unknown."""
+    done = [t for t in p.trials if t.complete or t.total_steps is None]
     if len(done) == len(p.trials):
         return p
     return replace(p, trials=done) if done else None

@@ -228,7 +228,7 @@ def audit_tree(tree: str | Path, track_name: str, readme: str | None = None, par
             par = None  # not a record of the table: judged on its own
         else:
             par = known[-1] if known else None
-        a = judge_folder(folder, track, rs, par, known, root, first=(rows and num == 1) or (not rows and not known
+        a = judge_folder(folder, track, rs, par, known, root, found=found.pop(folder.name), first=(rows and num == 1) or (not rows and not known
                                                                                               and len(folders) > 1))
         a.in_table = in_table
         a.run_date = a.run_date or when(folder) or None
@@ -273,9 +273,9 @@ def _given_parent(spec: str, track: dict) -> Known:
     from harness import diff
 
     side = diff.resolve(spec)
-    trials = [t for p in side.parsed for t in p.trials if t.complete]
-    return Known(str(spec), None, side.sources or None, trials,
-                 [t.final_val.time_ms for t in trials if t.final_val.time_ms], True, side.parsed)
+    trials = [t for p in side.logs for t in p.trials if t.complete]
+    return Known(Path(spec).name or str(spec), None, side.sources or None, trials,
+                 [t.final_val.time_ms for t in trials if t.final_val.time_ms], True, side.logs)
 
 
 def _complete_only(p: logs.ParsedLog) -> logs.ParsedLog | None:
@@ -304,7 +304,7 @@ def _flags_reference(par: Known | None, known: list[Known], rules: dict, first: 
 
 
 def judge_folder(folder: Path, track: dict, rs: list[Row], par: Known | None, known: list[Known], root: Path,
-                 first: bool = False) -> Audit:
+                 first: bool = False, found: tuple | None = None) -> Audit:
     num = min((x.number for x in rs), default=None)
     linked = set()
     for x in rs:
@@ -312,7 +312,7 @@ def judge_folder(folder: Path, track: dict, rs: list[Row], par: Known | None, kn
             p = resolve(link, root)
             if p is not None and p.resolve().is_relative_to(folder.resolve()) and p.resolve() != folder.resolve():
                 linked.add(p.resolve().relative_to(folder.resolve()).as_posix())
-    f = layout.read_folder(folder, track, linked=linked, parent_sources=par.sources if par else None)
+    f = layout.read_folder(folder, track, linked=linked, parent_sources=par.sources if par else None, found=found)
     when = next((x.date for x in rs if x.date), None) or f.run_date
     a = Audit(folder.name, when, num, run_date=f.run_date)
     a.parent = par.name if par else None
@@ -637,39 +637,50 @@ def summary_line(rep: dict) -> str:
     return line
 
 
+def _say(console, text: str) -> None:
+    """One line of the report, wrapped at 80 columns (continuations indented)."""
+    import textwrap
+
+    for part in text.split("\n"):
+        console.print(textwrap.fill(part, 80 + len(part) - len(_TAG.sub("", part)), subsequent_indent="      ",
+                                    break_on_hyphens=False), highlight=False)
+
+
+_TAG = re.compile(r"\[/?(?:bold|red|green|yellow)\]")
+
+
 def _render_folder(a: dict, console, escape) -> None:
     name = (f"#{a['number']} " if a["number"] else "") + a["folder"]
     style = OUTCOME_STYLE[a["status"]]
     extra = "" if a.get("in_table") is not False else " (not in the table: not a record)"
-    console.print(f"[bold]{escape(layout.shown(name))}[/] [{style}]{a['status']}[/]{extra}", highlight=False)
+    _say(console, f"[bold]{escape(layout.shown(name))}[/] [{style}]{a['status']}[/]{extra}")
     if a["submission"] is None:
-        console.print(f"  {escape(a['reason'])}", highlight=False)
+        _say(console, f"  {escape(a['reason'])}")
         return
     sub = a["submission"]
-    console.print(f"  rules: {escape(a['epoch'] or '-')}; parent: {escape(a['parent'] or 'none')}", highlight=False)
-    console.print(f"  submission {escape(sub['dir'] or '.')} ({sub['runs']} runs): {escape(sub['how'])}",
-                  highlight=False)
+    _say(console, f"  rules: {escape(a['epoch'] or '-')}; parent: {escape(a['parent'] or 'none')}")
+    _say(console, f"  submission {escape(sub['dir'] or '.')} ({sub['runs']} runs): {escape(sub['how'])}")
     p = "-" if a["p_value"] is None else f"{a['p_value']:.2g}" + (" waived" if a["p_value_waived"] else "")
     loss = "-" if a["mean_val_loss"] is None else f"{a['mean_val_loss']:.4f} (p {p})"
     tt = "-" if a["mean_train_time_s"] is None else f"{a['mean_train_time_s']:.3f} s"
     sp = f"; {_sp(a['speedup'])} over {escape(a['speedup']['baseline'])}" if a["speedup"] else ""
-    console.print(f"  val {loss}; time {tt}{sp}", highlight=False)
+    _say(console, f"  val {loss}; time {tt}{sp}")
     for m in a["baseline_missed"]:
-        console.print(f"  baseline {escape(m['dir'] or '.')} ({m['runs']} runs) misses the target "
+        _say(console, f"  baseline {escape(m['dir'] or '.')} ({m['runs']} runs) misses the target "
                       f"({m['mean_val_loss']:.4f}): not used for the speedup" if m["mean_val_loss"] is not None else
-                      f"  baseline {escape(m['dir'] or '.')} has no complete run", highlight=False)
+                      f"  baseline {escape(m['dir'] or '.')} has no complete run")
     for r in a["reasons"]:
         tag = "not shown" if r["unknown"] else "broken"
-        console.print(f"  [{'yellow' if r['unknown'] else 'red'}]{tag}[/] {escape(r['rule'])}: "
-                      f"{escape(r['detail'][:300])}", highlight=False)
+        _say(console, f"  [{'yellow' if r['unknown'] else 'red'}]{tag}[/] {escape(r['rule'])}: "
+                      f"{escape(r['detail'][:300])}")
     for x in a["attests"]:
-        console.print(f"  the folder attests: {escape(x)}", highlight=False)
+        _say(console, f"  the folder attests: {escape(x)}")
     for x in a["flags"] + a["incomplete"]:
-        console.print(f"  [yellow]flag[/] {escape(x)}", highlight=False)
+        _say(console, f"  [yellow]flag[/] {escape(x)}")
     rm = a["readme"]
     if rm and rm["time_s"] is not None:
         diff = "" if rm["difference_s"] is None else f"; logs {rm['difference_s']:+.2f} s"
-        console.print(f"  README #{rm['row']}: {rm['time_s']:.2f} s (official){diff}", highlight=False)
+        _say(console, f"  README #{rm['row']}: {rm['time_s']:.2f} s (official){diff}")
 
 
 def render_page(rep: dict, console) -> None:
@@ -689,16 +700,16 @@ def render_page(rep: dict, console) -> None:
                   "-" if r["val_loss"] is None else f"{r['val_loss']:.4f}",
                   "-" if r["train_time_s"] is None else f"{r['train_time_s']:.3f}", "" if r["ok"] else "✗")
     console.print(t)
-    console.print(stats_text(a), highlight=False)
+    _say(console, stats_text(a))
     pg = rep.get("page") or {}
     code = pg.get("code")
     if code:
         files = ", ".join(f"{x['file']} +{x['plus']}/−{x['minus']}" for x in code["files"]) or "identical"
-        console.print(f"code against {escape(code['against'])}: {escape(files)}", highlight=False)
-        console.print("rule-3 flags not in it: " + (escape(", ".join(f"{k} ({v})" for k, v in code["flags"].items()))
-                                                    or "none"), highlight=False)
+        _say(console, f"code against {escape(code['against'])}: {escape(files)}")
+        _say(console, "rule-3 flags not in it: " + (escape(", ".join(f"{k} ({v})" for k, v in code["flags"].items()))
+                                                    or "none"))
     for e in pg.get("env") or []:
-        console.print(f"environment: {escape(e)}", highlight=False)
+        _say(console, f"environment: {escape(e)}")
     for line in plot(pg.get("curves") or {}, load_track(rep["track"])["target"]):
         console.print(escape(line), highlight=False)
 

@@ -310,7 +310,9 @@ def group(folder: Path, found: list[tuple[Path, logs.ParsedLog]]) -> list[Group]
     return sorted(groups.values(), key=lambda g: (g.dir, -len(g.paths), g.steps or 0, g.code_sha256 or ""))
 
 
-def on_hardware(g: Group, track: dict) -> bool:
+def on_hardware(g: Group, track: dict | None) -> bool:
+    if track is None:  # no track to hold it to (a folder of logs given to `speedrun diff`)
+        return True
     hw = track["hardware"]
     if hw.get("accelerator") == "cpu":
         return g.gpus == "cpu"
@@ -318,15 +320,17 @@ def on_hardware(g: Group, track: dict) -> bool:
     return bool(m) and int(m[1]) == hw["count"] and re.search(rf"\b{re.escape(hw['model'])}\b", m[2]) is not None
 
 
-def read_folder(path: str | Path, track: dict, *, linked: set[str] | None = None,
-                parent_code: str | None = None, parent_sources: dict[str, str] | None = None) -> Folder:
+def read_folder(path: str | Path, track: dict | None, *, linked: set[str] | None = None,
+                parent_code: str | None = None, parent_sources: dict[str, str] | None = None,
+                found: tuple | None = None) -> Folder:
     """The folder's cohorts, its submission, its baseline and every cohort's role. `linked`: files or
     directories (relative to the folder, or bare file names) a record table points at; `parent_code` /
-    `parent_sources`: the parent record's train_gpt.py / every embedded file."""
+    `parent_sources`: the parent record's train_gpt.py / every embedded file; `found`: what run_logs(path)
+    returned, when the caller has read the folder already."""
     folder = Path(path)
     date, rest = folder_date(folder.name)
     title = " ".join(re.sub(r"[\x00-\x1f\x7f]+", " ", rest.replace("_", " ")).split())[:100] or "untitled"
-    found, skipped = run_logs(folder)
+    found, skipped = found if found is not None else run_logs(folder)  # `found`: run_logs(folder), read already
     caps = captures(found)
     groups = group(folder, [(p, x) for p, x in found if p not in caps])
     readme = _readme(folder)
@@ -358,7 +362,8 @@ def read_folder(path: str | Path, track: dict, *, linked: set[str] | None = None
     for g in pool:
         if g is not sub:
             g.role, g.why = _role(g, sub, pool, readme, parent_key)
-    _baseline(f, track, parent_key)
+    if track is not None:
+        _baseline(f, track, parent_key)
     return f
 
 

@@ -244,3 +244,23 @@ def test_final_loss_at_total_steps_and_final_newline(tmp_path):
     p = logs.parse_file(runs[1])
     assert not p.ends_with_newline and not p.cut
     assert verify.verify([p], load_track("gpt2-small")).runs[0].checks[0].ok
+
+
+@needs_fixtures
+def test_reviewers_page_for_one_folder(tmp_path, capsys):
+    """One folder with `--parent FOLDER` (a public folder): one row per run, the summary once, the speedup
+    over the baseline cohort and over the parent's logged times, the code diff against the parent, rule-3
+    flags, environment differences, a val-loss plot with the target line, lines of at most 80 columns;
+    `--markdown` writes statistics.md; `speedrun diff` takes public folders too."""
+    md = tmp_path / "statistics.md"
+    args = ["audit", str(TREE / MUDD), "--parent", str(TREE / "2026-04-08_PairedHeadMuon")]
+    assert cli.main(args + ["--markdown", str(md)]) == 0
+    out = capsys.readouterr().out
+    assert all(len(line) <= 80 for line in out.splitlines())
+    assert "speedup over the baseline cohort baseline-s1480: 1.034×" in out
+    assert "speedup over the parent's logged times (2026-04-08_PairedHeadMuon)" in out
+    assert "code against 2026-04-08_PairedHeadMuon: train_gpt.py +" in out and "rule-3 flags not in it: none" in out
+    assert "environment: driver:" in out and "· = target 3.28" in out and "s1415v6_ba900e13" in out
+    assert "| s1415v6_" in md.read_text() and "95% CI" in md.read_text()
+    assert cli.main(["diff", str(TREE / "2026-04-08_PairedHeadMuon"), str(TREE / MUDD)]) == 0
+    assert "train_gpt.py  changed" in capsys.readouterr().out

@@ -67,7 +67,7 @@ def test_clean_gpu_runs_pass_and_json_shape(tmp_path, capsys):
     assert out["ok"] is True and set(out) == {"ok", "runs", "summary", "rules"}
     assert out["rules"]["name"] == "side by side"  # today's epoch of gpt2-small
     assert [r["file"] for r in out["runs"]] == list(map(str, paths))
-    assert all(set(c) == {"name", "ok", "detail"} for r in out["runs"] for c in r["checks"])
+    assert all(set(c) == {"name", "ok", "detail", "unknown"} for r in out["runs"] for c in r["checks"])
     s = out["summary"]
     assert s["n"] == 4 and s["mean_val_loss"] < 3.28 and s["p_value"] < 0.01 and s["mean_train_time_ms"] > 0
 

@@ -49,6 +49,7 @@ class Row:
     note: str = ""         # "not a new record" rows (re-timings) say so
     table: int = 0         # which table of the README (a track's history is one table)
     contributors: str = ""
+    pr: str | None = None  # the row's PR link
 
 
 def _seconds(text: str) -> float | None:
@@ -95,9 +96,10 @@ def read_table(path: str | Path, tree: Path | None = None) -> list[Row]:
             continue
         time_cell, desc, date_cell, log_cell = cells[:4]
         links = [url for name, url in LINK.findall(log_cell) if name.strip().lower() == "log"]
+        pr = next((url for name, url in LINK.findall(log_cell) if name.strip().lower() == "pr"), None)
         rows.append(Row(int(m[1]), _seconds(time_cell), LINK.sub(r"\1", desc), _date(date_cell), links, k,
                         " ".join(cells[4:5])[:120] if "not a new record" in line.lower() else "", table,
-                        [c for c in cells[4:5]][0] if len(cells) > 4 else ""))
+                        cells[4] if len(cells) > 4 else "", pr))
     if tree is not None and rows:
         mine = {r.table for r in rows for link in r.logs
                 if tree.name in unquote(urlparse(link).path).split("/") or resolve(link, tree) is not None}

@@ -211,7 +211,8 @@ def cmd_leaderboard(args) -> int:
 def cmd_import(args) -> int:
     from harness import importer
 
-    return _emit(args, importer.import_tree(args.dir, args.track, dry_run=args.dry_run), importer.render)
+    return _emit(args, importer.import_tree(args.dir, args.track, dry_run=args.dry_run, readme=args.readme),
+                 importer.render)
 
 
 def cmd_audit(args) -> int:
@@ -380,6 +381,9 @@ def build_parser() -> argparse.ArgumentParser:
     im.add_argument("dir", metavar="DIR", help="e.g. modded-nanogpt/records/track_1_short")
     im.add_argument("--track", required=True, help="track the imported records belong to")
     im.add_argument("--dry-run", action="store_true", help="print the plan, write nothing")
+    im.add_argument("--readme", metavar="README", help="the public README: each record keeps its row's number, "
+                                                       "title, contributors, PR and official time; folders it "
+                                                       "does not link are imported unofficial")
     im.add_argument("--json", action="store_true", help="print the plan/result as JSON")
     im.set_defaults(func=cmd_import)
 

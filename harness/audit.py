@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import os
 import re
 from dataclasses import dataclass, field, replace
 from statistics import fmean
@@ -26,7 +27,7 @@ from urllib.parse import unquote, urlparse
 from harness import judge, layout, logs, stats, verify
 from harness import rules as rulebook
 from harness.errors import InputError
-from harness.files import number
+from harness.files import number, sha256_text
 from harness.importer import dated_folders
 from harness.track import load_track
 
@@ -205,7 +206,7 @@ def audit_tree(tree: str | Path, track_name: str, readme: str | None = None, par
                     unresolved.append({"row": r.number, "line": r.line, "link": link})
                 continue
             by_folder.setdefault(p.resolve().relative_to(root.resolve()).parts[0], []).append(r)
-    found = {f.name: layout.run_logs(f) for f in folders}
+    found = read_all(folders)
     ran = {f.name: min((x.env.date for _, x in found[f.name][0] if x.env.date), default=None) for f in folders}
     number_of = {name: min(x.number for x in rs) for name, rs in by_folder.items()}
 
@@ -263,6 +264,37 @@ def audit_tree(tree: str | Path, track_name: str, readme: str | None = None, par
                             "unverifiable": sum(a.status in ("unverifiable", "unreadable") for a in table),
                             "not_in_table": sum(not a.in_table for a in out)}
     return rep
+
+
+def _read_one(folder: Path):
+    """One folder's logs, parsed, with the normalised hash of every script they embed (worker side)."""
+    found, skipped = layout.run_logs(folder)
+    norms, same = {}, {}
+    for _, p in found:
+        p.sources = {k: same.setdefault(v, v) for k, v in p.sources.items()}  # one copy per text: pickled once
+        for name, text in p.sources.items():
+            if name.endswith(".py"):
+                layout.normalised(text)
+                norms[sha256_text(text)] = layout._NORMALISED[sha256_text(text)]
+    return found, skipped, norms
+
+
+def read_all(folders: list[Path]) -> dict[str, tuple]:
+    """run_logs of every folder, folders spread over the CPUs (parsing and normalising code dominate a
+    whole-history audit); one process where there is one CPU or few folders."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if cpus < 2 or len(folders) < 4:
+        return {f.name: layout.run_logs(f) for f in folders}
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
+    out = {}
+    with ProcessPoolExecutor(max_workers=min(cpus, 8), mp_context=ctx) as ex:
+        for f, (found, skipped, norms) in zip(folders, ex.map(_read_one, folders)):
+            layout._NORMALISED.update(norms)
+            out[f.name] = (found, skipped)
+    return out
 
 
 def _rule_name(r: dict) -> str:

@@ -27,11 +27,12 @@ from __future__ import annotations
 
 import ast
 import datetime as dt
-import functools
+import hashlib
 import json
 import math
 import os
 import re
+import types
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -88,43 +89,62 @@ def folder_date(name: str) -> tuple[str | None, str]:
 
 # ---- normalised code: what a script does, not how it is commented ------------------------------------
 
-class _Strip(ast.NodeTransformer):
-    """Drops docstrings and annotations (a dataclass field `x: int = 1` becomes `x = 1`)."""
-
-    def _body(self, node):
-        self.generic_visit(node)
-        b = node.body
-        if b and isinstance(b[0], ast.Expr) and isinstance(b[0].value, ast.Constant) and isinstance(b[0].value.value, str):
-            node.body = b[1:] or [ast.Pass()]
-        return node
-
-    visit_Module = visit_ClassDef = _body
-
-    def visit_FunctionDef(self, node):
-        node.returns = None
-        a = node.args
-        for arg in a.posonlyargs + a.args + a.kwonlyargs + [x for x in (a.vararg, a.kwarg) if x]:
-            arg.annotation = None
-        return self._body(node)
-
-    visit_AsyncFunctionDef = visit_FunctionDef
-
-    def visit_AnnAssign(self, node):
-        if node.value is None:
-            return ast.Expr(node.target)
-        return ast.Assign([node.target], node.value)
+def _strip(tree: ast.AST) -> ast.AST:
+    """Drops docstrings and annotations in place (one pass; the compiler does the rest in C)."""
+    for node in ast.walk(tree):
+        t = type(node)
+        if t in (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef):
+            b = node.body
+            if b and type(b[0]) is ast.Expr and type(b[0].value) is ast.Constant and isinstance(b[0].value.value, str):
+                if len(b) > 1:
+                    del b[0]
+                else:
+                    b[0] = ast.copy_location(ast.Pass(), b[0])
+            if t is ast.FunctionDef or t is ast.AsyncFunctionDef:
+                node.returns = None
+                a = node.args
+                for arg in a.posonlyargs + a.args + a.kwonlyargs + [x for x in (a.vararg, a.kwarg) if x]:
+                    arg.annotation = None
+        elif t is ast.AnnAssign:
+            node.annotation = ast.copy_location(ast.Constant(None), node.annotation)
+    return tree
 
 
-@functools.lru_cache(maxsize=256)  # once per distinct text: 20 runs of one script are normalised once
+def _hash_code(co: types.CodeType, h) -> None:
+    """Bytecode, names and constants of a code object and those nested in it: no line numbers, no file."""
+    h.update(co.co_code)
+    h.update(repr((co.co_names, co.co_varnames, co.co_freevars, co.co_cellvars, co.co_argcount,
+                   co.co_kwonlyargcount, co.co_flags)).encode())
+    for c in co.co_consts:
+        if isinstance(c, types.CodeType):
+            _hash_code(c, h)
+        else:
+            h.update(repr(c).encode())
+
+
+_NORMALISED: dict[str, str] = {}  # sha256 of a text → its normalised hash (filled by worker processes too)
+
+
 def normalised(text: str) -> str:
-    """sha256 of the code's syntax tree without comments, docstrings, annotations or layout; code that does
-    not parse is compared as its whitespace-separated tokens."""
+    """A hash of what the code does: its compiled bytecode without comments, docstrings, annotations or
+    layout (line numbers are not hashed); code that does not compile is compared as its whitespace-separated
+    tokens. Once per distinct text: 20 runs of one script are normalised once."""
+    key = sha256_text(text)
+    got = _NORMALISED.get(key)
+    if got is None:
+        got = _NORMALISED[key] = _normalise(text)
+    return got
+
+
+def _normalise(text: str) -> str:
     try:
         with warnings.catch_warnings():  # a log's code is not ours to lint
             warnings.simplefilter("ignore")
-            tree = _Strip().visit(ast.parse(text))
-        return sha256_text(ast.dump(tree))
-    except (SyntaxError, ValueError, RecursionError):
+            co = compile(_strip(ast.parse(text)), "<log>", "exec", dont_inherit=True)
+        h = hashlib.sha256()
+        _hash_code(co, h)
+        return h.hexdigest()
+    except (SyntaxError, ValueError, TypeError, RecursionError):
         from harness.rules import live_code
         return sha256_text(" ".join(live_code(text).split()))
 

@@ -44,9 +44,10 @@ def test_bench_muon_step_cpu(benchmark):
 PUBLIC = __import__("pathlib").Path(__file__).resolve().parents[2] / "shared/fixtures/modded_records/track_1_short"
 
 
-def public_sized_tree(dest, copies: int = 20):
+def public_sized_tree(dest, copies: int = 9):
     """A tree the size of the public track-1 history (≈ 100 folders, ≈ 1,300 logs, ≈ 250 MB), made of
-    `copies` dated copies of each fixture folder, every log made distinct (so none is a repeat import)."""
+    `copies` dated copies of each fixture folder, every log made distinct (so none is a repeat import) and
+    its embedded code too, by a comment (each folder's scripts are normalised anew, as in the real history)."""
     import datetime as dt
     import shutil
 
@@ -59,8 +60,8 @@ def public_sized_tree(dest, copies: int = 20):
             out = dest / f"{day}_{name}{k}"
             shutil.copytree(folder, out)
             for log in out.rglob("*.txt"):
-                with open(log, "a") as f:
-                    f.write(f"\n# copy {k}\n")
+                text = log.read_text()
+                log.write_text(text.replace("\nimport ", f"\n# copy {k}\nimport ", 1) + f"\n# copy {k}\n")
     return dest
 
 

@@ -354,7 +354,8 @@ def read_folder(path: str | Path, track: dict | None, *, linked: set[str] | None
     caps = captures(found)
     groups = group(folder, [(p, x) for p, x in found if p not in caps])
     readme = _readme(folder)
-    f = Folder(folder, date, title, groups, None, "", skipped, readme=readme, readme_runs=readme_runs(readme))
+    f = Folder(folder, date, title, groups, None, "", skipped, readme=readme,
+               readme_runs=readme_runs(readme + "\n" + _text(folder / "statistics.md")))
     _attach_evidence(folder, f, caps)
     if not groups:
         f.how = "no run logs"
@@ -407,21 +408,33 @@ def _baseline(f: Folder, track: dict, parent_key: str | None) -> None:
 
 def _readme(folder: Path) -> str:
     for name in ("README.md", "readme.md", "README.txt", "README"):
-        p = folder / name
-        if p.is_file() and not p.is_symlink():
-            try:
-                return p.read_text(encoding="utf-8", errors="replace")
-            except OSError:
-                return ""
+        if (folder / name).is_file():
+            return _text(folder / name)
     return ""
+
+
+def _text(p: Path) -> str:
+    if not p.is_file() or p.is_symlink():
+        return ""
+    try:
+        return p.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
 
 
 _LIST = re.compile(r"\b(losses|loss|val_losses|times|time|train_times)\s*=\s*\[([^\]]*)\]", re.IGNORECASE)
 
 
+_ROW = re.compile(r"^\|[^|\n]*\|\s*(3\.\d{3,6})\s*\|\s*(\d{1,4}\.\d{1,4})\s*(?:s\s*)?\|", re.M)
+
+
 def readme_runs(readme: str) -> dict:
-    """Per-run losses and times a README lists (`losses = [3.279, …]`, `times = [114.5, …]`)."""
+    """Per-run losses and times a README or statistics.md lists: `losses = [3.279, …]`, `times = [114.5, …]`,
+    or table rows `| run | 3.2790 | 114.508 |`."""
     out = {}
+    rows = _ROW.findall(readme)
+    if rows:
+        out = {"losses": [float(a) for a, _ in rows], "times": [float(b) for _, b in rows]}
     for m in _LIST.finditer(readme):
         try:
             vals = [float(x) for x in m[2].replace("\n", " ").split(",") if x.strip()]

@@ -264,3 +264,20 @@ def test_reviewers_page_for_one_folder(tmp_path, capsys):
     assert "| s1415v6_" in md.read_text() and "95% CI" in md.read_text()
     assert cli.main(["diff", str(TREE / "2026-04-08_PairedHeadMuon"), str(TREE / MUDD)]) == 0
     assert "train_gpt.py  changed" in capsys.readouterr().out
+
+
+@needs_fixtures
+def test_run_lists_are_cross_checked(tmp_path):
+    """A statistics.md (or README) table of per-run losses and times is read and checked against the logs:
+    a run it lists that no log shows is flagged."""
+    d = tmp_path / TCB
+    shutil.copytree(TREE / TCB, d)
+    (d / "README.md").unlink()
+    rows = [(r["val_loss"], r["train_time_s"]) for r in audit.audit_tree(d, "gpt2-small")["folders"][0]["runs"]]
+    table = "| run | val loss | time (s) |\n|---|---|---|\n" + "".join(f"| {k} | {v:.4f} | {t:.3f} |\n"
+                                                                    for k, (v, t) in enumerate(rows))
+    (d / "statistics.md").write_text(table)
+    assert audit.audit_tree(d, "gpt2-small")["folders"][0]["flags"] == []
+    (d / "statistics.md").write_text(table + "| 9 | 3.2700 | 80.000 |\n")
+    flags = audit.audit_tree(d, "gpt2-small")["folders"][0]["flags"]
+    assert any("80.0" in x and "no log shows" in x for x in flags) and any("3.27" in x for x in flags)

@@ -28,7 +28,6 @@ from harness import judge, layout, logs, stats, verify
 from harness import rules as rulebook
 from harness.errors import InputError
 from harness.files import number, sha256_text
-from harness.importer import dated_folders
 from harness.track import load_track
 
 ROW = re.compile(r"^\|?\s*(\d+)\s*\|(.*)$")
@@ -175,7 +174,7 @@ class Known:
 
 
 def _is_tree(base: Path) -> bool:
-    dated, _ = dated_folders(base)
+    dated, _ = layout.dated_folders(base)
     return bool(dated)
 
 
@@ -190,7 +189,7 @@ def audit_tree(tree: str | Path, track_name: str, readme: str | None = None, par
         if parent:
             raise InputError(f"--parent {parent}: only for one record folder ({tree} is a tree of them; "
                              f"there each folder's parent is the one before it)")
-        dated, skipped = dated_folders(base)
+        dated, skipped = layout.dated_folders(base)
         folders = [f for _, f in dated]
         root = base
     else:
@@ -249,7 +248,7 @@ def audit_tree(tree: str | Path, track_name: str, readme: str | None = None, par
         a.__dict__.pop("_layout", None)
     counts = {k: sum(a.status == k for a in out) for k in ("accepted", "rejected", "unverifiable", "unreadable")}
     rep = {"tree": str(base), "track": track_name, "readme": readme, "folders": [vars(a) for a in out],
-           "skipped": [vars(i) for i in skipped], "unresolved_links": unresolved, "rows": len(rows),
+           "skipped": skipped, "unresolved_links": unresolved, "rows": len(rows),
            "summary": counts, "single": len(folders) == 1 and root != base, "page": pages or None}
     if rows:
         table = [a for a in out if a.in_table]

@@ -61,21 +61,8 @@ class Plan:
 
 def dated_folders(base: Path) -> tuple[list[tuple[str, Path]], list[Item]]:
     """(date, folder) for every dated folder under `base`, in date order, and the entries skipped."""
-    dated, skipped = [], []
-    for p in sorted(base.iterdir(), key=lambda p: p.name):
-        if p.is_symlink():
-            skipped.append(Item(p.name, "skip", "a symlink (not followed)"))
-        elif not p.is_dir():
-            continue
-        elif not layout.DATED.match(p.name):
-            skipped.append(Item(p.name, "skip", "name does not start with a date (YYYY-MM-DD_, YYYY-MM-DD- or "
-                                                "YYYYMMDD_)"))
-        elif layout.folder_date(p.name)[0] is None:
-            skipped.append(Item(p.name, "skip", f"{layout.DATED.match(p.name)[1]} is not a real date"))
-        else:
-            dated.append((layout.folder_date(p.name)[0], p))
-    dated.sort(key=lambda e: (e[0], e[1].name))
-    return dated, skipped
+    dated, skipped = layout.dated_folders(base)
+    return dated, [Item(s["folder"], "skip", s["reason"]) for s in skipped]
 
 
 def convention(parsed: list[logs.ParsedLog]) -> dict | None:

@@ -87,6 +87,26 @@ def folder_date(name: str) -> tuple[str | None, str]:
     return d, m[2]
 
 
+def dated_folders(base: Path) -> tuple[list[tuple[str, Path]], list[dict]]:
+    """(date, folder) for every dated folder under `base`, in date order, and the entries skipped
+    ({folder, reason})."""
+    dated, skipped = [], []
+    for p in sorted(base.iterdir(), key=lambda p: p.name):
+        if p.is_symlink():
+            skipped.append({"folder": p.name, "reason": "a symlink (not followed)"})
+        elif not p.is_dir():
+            continue
+        elif not DATED.match(p.name):
+            skipped.append({"folder": p.name, "reason": "name does not start with a date (YYYY-MM-DD_, YYYY-MM-DD- "
+                                                        "or YYYYMMDD_)"})
+        elif folder_date(p.name)[0] is None:
+            skipped.append({"folder": p.name, "reason": f"{DATED.match(p.name)[1]} is not a real date"})
+        else:
+            dated.append((folder_date(p.name)[0], p))
+    dated.sort(key=lambda e: (e[0], e[1].name))
+    return dated, skipped
+
+
 # ---- normalised code: what a script does, not how it is commented ------------------------------------
 
 def _strip(tree: ast.AST) -> ast.AST:

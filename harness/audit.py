@@ -271,10 +271,9 @@ def _read_one(folder: Path):
     norms, same = {}, {}
     for _, p in found:
         p.sources = {k: same.setdefault(v, v) for k, v in p.sources.items()}  # one copy per text: pickled once
-        for name, text in p.sources.items():
-            if name.endswith(".py"):
-                layout.normalised(text)
-                norms[sha256_text(text)] = layout._NORMALISED[sha256_text(text)]
+    if len({tuple(sorted(p.sources.items())) for _, p in found}) > 1:  # several scripts: they will be compared
+        for text in same:
+            norms[sha256_text(text)] = layout.normalised(text)
     return found, skipped, norms
 
 

@@ -176,11 +176,34 @@ def code_key(sources: dict[str, str]) -> str | None:
     return sha256_text("\0".join(f"{k}\0{normalised(v) if k.endswith('.py') else v}" for k, v in sorted(sources.items())))
 
 
+class Code:
+    """What a cohort ran: the hash of its embedded files at once, the normalised hash only when a
+    comparison needs it (normalising is the dear part of reading a folder)."""
+    __slots__ = ("sources", "raw", "_norm")
+
+    def __init__(self, sources: dict[str, str]):
+        self.sources = sources
+        self.raw = sha256_text("\0".join(f"{k}\0{v}" for k, v in sorted(sources.items()))) if sources else None
+        self._norm = None
+
+    @property
+    def norm(self) -> str | None:
+        if self._norm is None and self.sources:
+            self._norm = code_key(self.sources)
+        return self._norm
+
+    def same(self, other: "Code | None") -> bool:
+        """The same code, comments, docstrings, annotations and layout aside."""
+        if other is None or self.raw is None or other.raw is None:
+            return False
+        return self.raw == other.raw or self.norm == other.norm
+
+
 @dataclass
 class Group:
     """A cohort: runs of one normalised code, step count, hardware and role words, wherever they sit."""
     dir: str                       # the runs' common directory, relative to the record folder ("" for the folder)
-    code_sha256: str | None        # over every embedded file, normalised
+    code: Code | None              # what it ran
     gpus: str                      # "8× NVIDIA H100 80GB HBM3", "cpu", or "?"
     steps: int | None
     paths: list[Path] = field(default_factory=list)
@@ -191,6 +214,11 @@ class Group:
     version: int | None = None     # the highest vN in its paths
     evidence: list[Path] = field(default_factory=list)  # console captures, result.json beside its logs
     problems: list[str] = field(default_factory=list)   # evidence that disagrees with a log
+
+    @property
+    def code_sha256(self) -> str | None:
+        """sha256 over its embedded files as logged (the normalised hash is `code.norm`)."""
+        return self.code.raw if self.code else None
 
     @property
     def name(self) -> str:
@@ -302,8 +330,6 @@ def _gpus(p: logs.ParsedLog) -> str:
     return "cpu" if p.env.cpu or p.env.speedrun.get("device") == "cpu" else "?"
 
 
-def _code(p: logs.ParsedLog) -> str | None:
-    return code_key(p.sources)
 
 
 def _trajectory(p: logs.ParsedLog) -> tuple:
@@ -335,19 +361,38 @@ def _common_dir(folder: Path, paths: list[Path]) -> str:
 def group(folder: Path, found: list[tuple[Path, logs.ParsedLog]]) -> list[Group]:
     """Cohorts of runs: normalised code, steps, hardware and role words, wherever their files sit."""
     groups: dict[tuple, Group] = {}
+    codes: dict[str | None, Code] = {}
     for path, p in found:
         rel = path.relative_to(folder).as_posix()
         steps = p.trials[-1].total_steps if p.trials else None
-        key = (_code(p), _gpus(p), steps, role_words(rel))
-        g = groups.setdefault(key, Group("", key[0], key[1], steps, words=key[3]))
+        code = Code(p.sources)
+        code = codes.setdefault(code.raw, code)
+        key = (code.raw, _gpus(p), steps, role_words(rel))
+        g = groups.setdefault(key, Group("", code, key[1], steps, words=key[3]))
         g.paths.append(path)
         g.parsed.append(p)
         v = version(rel)
         if v is not None:
             g.version = max(g.version or 0, v)
+    # Runs whose code differs only in comments, docstrings, annotations or layout are one cohort.
+    merged: dict[tuple, Group] = {}
+    buckets: dict[tuple, int] = {}
     for g in groups.values():
+        buckets[(g.gpus, g.steps, g.words)] = buckets.get((g.gpus, g.steps, g.words), 0) + 1
+    for g in groups.values():
+        same = (g.gpus, g.steps, g.words)
+        key = same + ((g.code.norm if g.code else None) if buckets[same] > 1 else g.code_sha256,)
+        if key in merged:
+            m = merged[key]
+            m.paths += g.paths
+            m.parsed += g.parsed
+            versions = [v for v in (m.version, g.version) if v is not None]
+            m.version = max(versions) if versions else None
+        else:
+            merged[key] = g
+    for g in merged.values():
         g.dir = _common_dir(folder, g.paths)
-    return sorted(groups.values(), key=lambda g: (g.dir, -len(g.paths), g.steps or 0, g.code_sha256 or ""))
+    return sorted(merged.values(), key=lambda g: (g.dir, -len(g.paths), g.steps or 0, g.code_sha256 or ""))
 
 
 def on_hardware(g: Group, track: dict | None) -> bool:
@@ -380,8 +425,7 @@ def read_folder(path: str | Path, track: dict | None, *, linked: set[str] | None
     if not groups:
         f.how = "no run logs"
         return f
-    parent_key = code_key(parent_sources) if parent_sources else \
-        code_key({logs.MAIN_FILE: parent_code}) if parent_code else None
+    parent_key = Code(parent_sources) if parent_sources else Code({logs.MAIN_FILE: parent_code}) if parent_code else None
     for g in groups:
         if not on_hardware(g, track):
             g.role = "other-hardware"
@@ -408,11 +452,15 @@ def read_folder(path: str | Path, track: dict | None, *, linked: set[str] | None
     return f
 
 
-def _is_parent(g: Group, parent_key: str | None) -> bool:
-    return parent_key is not None and g.code_sha256 == parent_key
+def _is_parent(g: Group, parent_key: Code | None) -> bool:
+    if parent_key is None or g.code is None:
+        return False
+    if set(parent_key.sources) == {logs.MAIN_FILE}:  # only the parent's train_gpt.py is known
+        return g.main_code is not None and Code({logs.MAIN_FILE: g.main_code}).same(parent_key)
+    return g.code.same(parent_key)
 
 
-def _baseline(f: Folder, track: dict, parent_key: str | None) -> None:
+def _baseline(f: Folder, track: dict, parent_key: "Code | None") -> None:
     """The cohort the speedup is measured against: a baseline on the track's hardware that meets the
     target, the parent's code first, then the most runs."""
     cands = [g for g in f.groups if g.role == "baseline"]
@@ -562,7 +610,7 @@ def _named_in(line: str, g: Group, folder: Path) -> bool:
     return g.version is not None and re.search(rf"(?<![a-z0-9])v{g.version}(?![0-9])", low) is not None
 
 
-def _choose(folder: Path, pool: list[Group], readme: str, linked: set[str], parent_key: str | None):
+def _choose(folder: Path, pool: list[Group], readme: str, linked: set[str], parent_key: "Code | None"):
     if len(pool) == 1:
         return pool[0], "the only group of runs on the track's hardware"
     rules = []
@@ -593,7 +641,7 @@ def _choose(folder: Path, pool: list[Group], readme: str, linked: set[str], pare
     if len(not_base) < len(pool):
         rules.append((not_base, "the other groups' names say they are baselines or ablations"))
     if parent_key is not None:
-        not_parent = [g for g in pool if g.code_sha256 != parent_key]
+        not_parent = [g for g in pool if not _is_parent(g, parent_key)]
         if len(not_parent) < len(pool):
             rules.append((not_parent, "the other groups run the parent record's code"))
     for hits, how in rules:
@@ -620,8 +668,8 @@ def _readme_steps(readme: str) -> dict[int, str]:
     return out
 
 
-def _role(g: Group, sub: Group, pool: list[Group], readme: str, parent_key: str | None) -> tuple[str, str]:
-    same_code = g.code_sha256 == sub.code_sha256
+def _role(g: Group, sub: Group, pool: list[Group], readme: str, parent_key: "Code | None") -> tuple[str, str]:
+    same_code = g.code is not None and g.code.same(sub.code)
     if same_code and g.steps == sub.steps:
         return "re-time", "the submission's code and steps" + (f" ({', '.join(sorted(g.words))})" if g.words else "")
     if same_code:
@@ -637,7 +685,7 @@ def _role(g: Group, sub: Group, pool: list[Group], readme: str, parent_key: str 
         return "ablation", f"another version of the change{v}"
     if g.words & ABLATION_WORDS:
         return "ablation", f"its names say so ({', '.join(sorted(g.words & ABLATION_WORDS))})"
-    others = [x for x in pool if x is not sub and x.code_sha256 != sub.code_sha256]
+    others = [x for x in pool if x is not sub and not (x.code is not None and x.code.same(sub.code))]
     if len(others) == 1:
         return "baseline", "the folder's only other code: taken as what the submission was timed against"
     return "ablation", "other code than the submission's"

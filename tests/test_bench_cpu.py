@@ -47,7 +47,7 @@ PUBLIC = __import__("pathlib").Path(__file__).resolve().parents[2] / "shared/fix
 def public_sized_tree(dest, copies: int = 9):
     """A tree the size of the public track-1 history (≈ 100 folders, ≈ 1,300 logs, ≈ 250 MB), made of
     `copies` dated copies of each fixture folder, every log made distinct (so none is a repeat import) and
-    its embedded code too, by a comment (each folder's scripts are normalised anew, as in the real history)."""
+    its embedded code too, by a statement (each folder's scripts are new code, as in the real history)."""
     import datetime as dt
     import shutil
 
@@ -61,7 +61,7 @@ def public_sized_tree(dest, copies: int = 9):
             shutil.copytree(folder, out)
             for log in out.rglob("*.txt"):
                 text = log.read_text()
-                log.write_text(text.replace("\nimport ", f"\n# copy {k}\nimport ", 1) + f"\n# copy {k}\n")
+                log.write_text(text.replace("\nimport ", f"\n_copy = {k}\nimport ", 1) + f"\n# copy {k}\n")
     return dest
 
 

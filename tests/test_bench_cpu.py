@@ -99,3 +99,6 @@ def test_bench_frame_of_the_public_history(benchmark, tmp_path):
     assert len(df) and str(df["file"].dtype) == "category"
     benchmark.extra_info["rows"] = len(df)
     benchmark.extra_info["frame_MB"] = round(df.memory_usage(deep=True).sum() / 1e6)
+    import resource
+
+    benchmark.extra_info["peak_rss_MB"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3)

@@ -281,3 +281,19 @@ def test_run_lists_are_cross_checked(tmp_path):
     (d / "statistics.md").write_text(table + "| 9 | 3.2700 | 80.000 |\n")
     flags = audit.audit_tree(d, "gpt2-small")["folders"][0]["flags"]
     assert any("80.0" in x and "no log shows" in x for x in flags) and any("3.27" in x for x in flags)
+
+
+@needs_fixtures
+def test_frame_keeps_repeated_strings_as_categoricals():
+    """`harness.frame`: every step line, the strings repeated on each row of a log (file, kind, era, code,
+    GPUs, torch, date) as categoricals (the whole history fits in ~120 MB), the numbers as the logs say."""
+    pytest.importorskip("pandas")
+    import harness
+
+    df = harness.frame([TREE / TCB / "this_pr"])
+    assert all(str(df[c].dtype) == "category" for c in ("file", "kind", "era", "code_sha256", "gpus", "torch", "date"))
+    p = logs.parse_file(sorted((TREE / TCB / "this_pr").glob("*.txt"))[0])
+    mine = df[(df.file == p.file) & (df.kind == "val")]
+    assert [(int(r.step), r.val_loss, r.train_time_ms) for r in mine.itertuples()] == [
+        (v.step, v.loss, v.time_ms) for v in p.trials[0].val]
+    assert len(df[df.file == p.file]) == len(p.trials[0].val) + len(p.trials[0].train)

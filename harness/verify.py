@@ -25,7 +25,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from statistics import fmean, stdev, variance
+from statistics import fmean, stdev
 
 from harness import logs, stats
 from harness import rules as rulebook

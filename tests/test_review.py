@@ -297,3 +297,18 @@ def test_frame_keeps_repeated_strings_as_categoricals():
     assert [(int(r.step), r.val_loss, r.train_time_ms) for r in mine.itertuples()] == [
         (v.step, v.loss, v.time_ms) for v in p.trials[0].val]
     assert len(df[df.file == p.file]) == len(p.trials[0].val) + len(p.trials[0].train)
+
+
+@needs_fixtures
+def test_audit_bad_usage_exits_2_naming_the_flag(tmp_path, capsys):
+    """--parent and --markdown are for one folder: on a tree they are bad usage (exit 2, naming the flag);
+    a path that is not a folder names itself; an empty folder is unreadable (exit 1)."""
+    assert cli.main(["audit", str(TREE), "--parent", str(TREE / TCB)]) == 2
+    assert "--parent" in capsys.readouterr().err
+    assert cli.main(["audit", str(TREE), "--markdown", str(tmp_path / "s.md")]) == 2
+    assert "--markdown" in capsys.readouterr().err
+    assert cli.main(["audit", str(tmp_path / "nope")]) == 2
+    assert "nope" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert cli.main(["audit", str(tmp_path / "empty"), "--json"]) == 1
+    assert json.loads(capsys.readouterr().out)["folders"][0]["status"] == "unreadable"

@@ -214,6 +214,12 @@ def audit_tree(tree: str | Path, track_name: str, readme: str | None = None, par
     order = sorted(folders, key=lambda f: (number_of.get(f.name, 10 ** 9), when(f), f.name)) if rows else \
         sorted(folders, key=lambda f: (when(f), f.name))
     given = _given_parent(parent, track) if parent else None
+    single = len(folders) == 1 and root != base
+    if single and given is None and rows and number_of.get(base.name, 0) > 1:
+        # one folder, with its README row: the previous row's folder beside it is its parent
+        prev = next((n for n, k in number_of.items() if k == number_of[base.name] - 1 and (root / n).is_dir()), None)
+        if prev is not None:
+            given = _row_parent(root / prev, track, by_folder[prev], root)
     out, known = [], []  # known: every judged folder with a submission, in order
     by_number = {}
     for folder in order:
@@ -241,7 +247,7 @@ def audit_tree(tree: str | Path, track_name: str, readme: str | None = None, par
             if num is not None:
                 by_number[num] = k
     pages = {}
-    if len(folders) == 1 and root != base and out and out[0].submission:
+    if single and out and out[0].submission:
         pages = page(out[0], given)
     for a in out:
         a.__dict__.pop("_known", None)
@@ -298,6 +304,21 @@ def read_all(folders: list[Path]) -> dict[str, tuple]:
 def _rule_name(r: dict) -> str:
     rule = r["rule"]
     return rule.split(":")[0] if ":" in rule else r["check"]
+
+
+def _row_parent(folder: Path, track: dict, rs: list[Row], root: Path) -> Known:
+    """The folder of the README's previous row, as a parent: its submission's code, runs and times."""
+    linked = {p.resolve().relative_to(folder.resolve()).as_posix() for x in rs for link in x.logs
+              if (p := resolve(link, root)) is not None and p.resolve().is_relative_to(folder.resolve())
+              and p.resolve() != folder.resolve()}
+    f = layout.read_folder(folder, track, linked=linked)
+    sub = f.submission
+    num = min(x.number for x in rs)
+    if sub is None:
+        return Known(f"#{num} {folder.name} (no runs)", num, None, [], [], True)
+    trials = [t for p in sub.parsed for t in p.trials if t.complete]
+    return Known(f"#{num} {folder.name}", num, sub.sources or None, trials,
+                 [t.final_val.time_ms for t in trials if t.final_val.time_ms], True, sub.parsed)
 
 
 def _given_parent(spec: str, track: dict) -> Known:

@@ -312,3 +312,14 @@ def test_audit_bad_usage_exits_2_naming_the_flag(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert cli.main(["audit", str(tmp_path / "empty"), "--json"]) == 1
     assert json.loads(capsys.readouterr().out)["folders"][0]["status"] == "unreadable"
+
+
+@needs_fixtures
+def test_one_folder_with_its_readme_row_takes_the_previous_row_as_parent():
+    """One folder audited with the README: its parent is the previous row's folder beside it (its code for
+    the diff and rule 3, its logged times for the speedup over the parent)."""
+    rep = audit.audit_tree(TREE / MUDD, "gpt2-small", readme=str(README))
+    a = rep["folders"][0]
+    assert a["number"] == 81 and a["parent"] == "#80 2026-04-08_PairedHeadMuon"
+    assert a["parent_speedup"]["kind"] == "logged" and rep["page"]["code"]["against"] == a["parent"]
+    assert rep["unresolved_links"] == []

@@ -656,7 +656,7 @@ def _sp(sp: dict | None) -> str:
     if not sp:
         return "-"
     lo, hi = sp.get("lo"), sp.get("hi")
-    return f"{sp['speedup']:.3f}×" + (f" [{lo:.3f}, {hi:.3f}]" if lo is not None else "")
+    return f"{sp['speedup']:.4f}×" + (f" [{lo:.4f}, {hi:.4f}]" if lo is not None else "")
 
 
 def render(rep: dict, console) -> None:
@@ -672,7 +672,7 @@ def render(rep: dict, console) -> None:
                       f"in the tree", highlight=False)
     for s in rep["skipped"]:
         console.print(f"[yellow]skipped[/] {escape(layout.shown(s['folder']))}: {escape(s['reason'])}", highlight=False)
-    console.print(summary_line(rep), highlight=False)
+    console.print(summary_line(rep), highlight=False, soft_wrap=True)  # one line: what scripts grep
 
 
 def summary_line(rep: dict) -> str:
@@ -817,7 +817,7 @@ def plot(curves: dict, target: float, width: int = 60, height: int = 10) -> list
             grid[r][c] = m
     out = [f"val loss, steps {lo_step}–{last} (· = target {target})"]
     for r, row in enumerate(grid):
-        y = y1 - r * (y1 - y0) / (height - 1)
+        y = target if r == tr else y1 - r * (y1 - y0) / (height - 1)
         out.append(f"{y:8.4f} |" + "".join(row))
     out.append("  " + "; ".join(legend))
     return out

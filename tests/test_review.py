@@ -257,7 +257,7 @@ def test_reviewers_page_for_one_folder(tmp_path, capsys):
     assert cli.main(args + ["--markdown", str(md)]) == 0
     out = capsys.readouterr().out
     assert all(len(line) <= 80 for line in out.splitlines())
-    assert "speedup over the baseline cohort baseline-s1480: 1.034×" in out
+    assert "speedup over the baseline cohort baseline-s1480: 1.034" in out
     assert "speedup over the parent's logged times (2026-04-08_PairedHeadMuon)" in out
     assert "code against 2026-04-08_PairedHeadMuon: train_gpt.py +" in out and "rule-3 flags not in it: none" in out
     assert "environment: driver:" in out and "· = target 3.28" in out and "s1415v6_ba900e13" in out

@@ -691,15 +691,21 @@ def summary_line(rep: dict) -> str:
 
 
 def _say(console, text: str) -> None:
-    """One line of the report, wrapped at 80 columns (continuations indented)."""
-    import textwrap
+    """One line of the report (rich markup), wrapped at 80 columns, continuations indented."""
+    from rich.text import Text
 
     for part in text.split("\n"):
-        console.print(textwrap.fill(part, 80 + len(part) - len(_TAG.sub("", part)), subsequent_indent="      ",
-                                    break_on_hyphens=False), highlight=False)
-
-
-_TAG = re.compile(r"\[/?(?:bold|red|green|yellow)\]")
+        t = Text.from_markup(part)
+        lines = t.wrap(console, 80)
+        for line in lines:
+            line.rstrip()
+        console.print(lines[0] if lines else t, highlight=False, soft_wrap=True)
+        if len(lines) > 1:
+            rest = t[len(lines[0].plain):]
+            rest = rest[len(rest.plain) - len(rest.plain.lstrip()):]
+            for line in rest.wrap(console, 74):
+                line.rstrip()
+                console.print(Text("      ") + line, highlight=False, soft_wrap=True)
 
 
 def _render_folder(a: dict, console, escape) -> None:
@@ -722,6 +728,12 @@ def _render_folder(a: dict, console, escape) -> None:
         _say(console, f"  baseline {escape(m['dir'] or '.')} ({m['runs']} runs) misses the target "
                       f"({m['mean_val_loss']:.4f}): not used for the speedup" if m["mean_val_loss"] is not None else
                       f"  baseline {escape(m['dir'] or '.')} has no complete run")
+    others = [g for g in a["groups"] if g["role"] != "submission"]
+    if others:
+        _say(console, "  other cohorts: " + escape("; ".join(
+            f"{g['role']} {g['dir'] or '.'} ({g['runs']}, {g['steps']} steps): "
+            + ("ok" if g.get("ok") else "fails " + ", ".join(g.get("failed", [])) if "ok" in g else "not judged")
+            for g in others)))
     for r in a["reasons"]:
         tag = "not shown" if r["unknown"] else "broken"
         _say(console, f"  [{'yellow' if r['unknown'] else 'red'}]{tag}[/] {escape(r['rule'])}: "

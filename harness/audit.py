@@ -236,8 +236,9 @@ def audit_tree(tree: str | Path, track_name: str, readme: str | None = None, par
             par = None  # not a record of the table: judged on its own
         else:
             par = known[-1] if known else None
-        a = judge_folder(folder, track, rs, par, known, root, found=found.pop(folder.name), first=(rows and num == 1) or (not rows and not known
-                                                                                              and len(folders) > 1))
+        # The first record of its track: row 1 of the table, or (no table) the earliest folder of a tree.
+        first = num == 1 if rows else (not known and not single)
+        a = judge_folder(folder, track, rs, par, known, root, first=first, found=found.pop(folder.name))
         a.in_table = in_table
         a.run_date = a.run_date or when(folder) or None
         out.append(a)
@@ -255,7 +256,7 @@ def audit_tree(tree: str | Path, track_name: str, readme: str | None = None, par
     counts = {k: sum(a.status == k for a in out) for k in ("accepted", "rejected", "unverifiable", "unreadable")}
     rep = {"tree": str(base), "track": track_name, "readme": readme, "folders": [vars(a) for a in out],
            "skipped": skipped, "unresolved_links": unresolved, "rows": len(rows),
-           "summary": counts, "single": len(folders) == 1 and root != base, "page": pages or None}
+           "summary": counts, "single": single, "page": pages or None}
     if rows:
         table = [a for a in out if a.in_table]
         disputed: dict[str, int] = {}

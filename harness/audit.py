@@ -293,12 +293,17 @@ def read_all(folders: list[Path]) -> dict[str, tuple]:
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
 
+    from concurrent.futures.process import BrokenProcessPool
+
     ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
     out = {}
-    with ProcessPoolExecutor(max_workers=min(cpus, 8), mp_context=ctx) as ex:
-        for f, (found, skipped, norms) in zip(folders, ex.map(_read_one, folders)):
-            layout._NORMALISED.update(norms)
-            out[f.name] = (found, skipped)
+    try:
+        with ProcessPoolExecutor(max_workers=min(cpus, 8), mp_context=ctx) as ex:
+            for f, (found, skipped, norms) in zip(folders, ex.map(_read_one, folders)):
+                layout._NORMALISED.update(norms)
+                out[f.name] = (found, skipped)
+    except (OSError, BrokenProcessPool):  # no processes here (a sandbox): one at a time
+        return {f.name: layout.run_logs(f) for f in folders}
     return out
 
 

@@ -323,3 +323,14 @@ def test_one_folder_with_its_readme_row_takes_the_previous_row_as_parent():
     assert a["number"] == 81 and a["parent"] == "#80 2026-04-08_PairedHeadMuon"
     assert a["parent_speedup"]["kind"] == "logged" and rep["page"]["code"]["against"] == a["parent"]
     assert rep["unresolved_links"] == []
+
+
+@needs_fixtures
+def test_parallel_reading_matches_one_process(monkeypatch):
+    """Folders read in worker processes give the same audit as one process."""
+    many = audit.audit_tree(TREE, "gpt2-small", readme=str(README))
+    monkeypatch.setattr(audit.os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    monkeypatch.setattr(audit.os, "cpu_count", lambda: 1)
+    one = audit.audit_tree(TREE, "gpt2-small", readme=str(README))
+    strip = lambda rep: [(a["folder"], a["status"], a["submission"], a["mean_val_loss"], a["speedup"]) for a in rep["folders"]]
+    assert strip(many) == strip(one)

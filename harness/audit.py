@@ -208,6 +208,9 @@ def audit_tree(tree: str | Path, track_name: str, readme: str | None = None, par
     found = read_all(folders)
     ran = {f.name: min((x.env.date for _, x in found[f.name][0] if x.env.date), default=None) for f in folders}
     number_of = {name: min(x.number for x in rs) for name, rs in by_folder.items()}
+    row_of = {}
+    for r in rows:
+        row_of.setdefault(r.number, r)
 
     def when(f: Path) -> str:
         return (ran[f.name] or "")[:10] or layout.folder_date(f.name)[0] or ""
@@ -238,7 +241,9 @@ def audit_tree(tree: str | Path, track_name: str, readme: str | None = None, par
             par = known[-1] if known else None
         # The first record of its track: row 1 of the table, or (no table) the earliest folder of a tree.
         first = num == 1 if rows else (not known and not single)
-        a = judge_folder(folder, track, rs, par, known, root, first=first, found=found.pop(folder.name))
+        prev_row = row_of.get(num - 1) if num else None
+        a = judge_folder(folder, track, rs, par, known, root, first=first, found=found.pop(folder.name),
+                         prev_row=prev_row)
         a.in_table = in_table
         a.run_date = a.run_date or when(folder) or None
         out.append(a)
@@ -363,7 +368,7 @@ def _flags_reference(par: Known | None, known: list[Known], rules: dict, first: 
 
 
 def judge_folder(folder: Path, track: dict, rs: list[Row], par: Known | None, known: list[Known], root: Path,
-                 first: bool = False, found: tuple | None = None) -> Audit:
+                 first: bool = False, found: tuple | None = None, prev_row: Row | None = None) -> Audit:
     num = min((x.number for x in rs), default=None)
     linked = set()
     for x in rs:
@@ -433,6 +438,12 @@ def judge_folder(folder: Path, track: dict, rs: list[Row], par: Known | None, kn
         a.parent_speedup = ps.to_json()
         if speed is None:
             speed = ps
+    mine = min(rs, key=lambda x: x.number).time_s if rs else None
+    if speed is None and prev_row is not None and prev_row.time_s and mine:
+        # the board's own ranking: this row's official time against the previous row's
+        speed = judge.Speed.unpaired(f"#{prev_row.number}'s official time (the README)", [prev_row.time_s * 1000],
+                                     [mine * 1000], kind="logged")
+        a.parent_speedup = speed.to_json()
     for g, gj in zip(f.groups, a.groups):
         if g is sub:
             gj["ok"] = v.ok

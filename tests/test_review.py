@@ -334,3 +334,19 @@ def test_parallel_reading_matches_one_process(monkeypatch):
     one = audit.audit_tree(TREE, "gpt2-small", readme=str(README))
     strip = lambda rep: [(a["folder"], a["status"], a["submission"], a["mean_val_loss"], a["speedup"]) for a in rep["folders"]]
     assert strip(many) == strip(one)
+
+
+@needs_fixtures
+def test_logged_time_epochs_compare_the_tables_own_times(tmp_path):
+    """Where the board compared logged record times, a record without a side-by-side baseline is judged by
+    its row's official time against the previous row's (the parent not being in the tree): faster is
+    rule 4 kept, slower is rule 4 broken; without the previous row it stays unverifiable."""
+    readme = tmp_path / "README.md"
+    row = "40 | {} minutes | Prior | 10/20/25 | [log](records/track_1_short/2025-10-20_Prior/x.txt) | @a\n"
+    readme.write_text(README.read_text() + row.format("2.400"))
+    nm = {a["folder"]: a for a in audit.audit_tree(TREE, "gpt2-small", readme=str(readme))["folders"]}
+    assert nm["2025-10-24_NorMuon"]["status"] == "accepted"
+    assert "#40's official time" in nm["2025-10-24_NorMuon"]["parent_speedup"]["against"]
+    readme.write_text(README.read_text() + row.format("2.300"))
+    nm = {a["folder"]: a for a in audit.audit_tree(TREE, "gpt2-small", readme=str(readme))["folders"]}
+    assert nm["2025-10-24_NorMuon"]["status"] == "rejected" and "speed" in nm["2025-10-24_NorMuon"]["failed"]

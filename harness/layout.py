@@ -53,7 +53,7 @@ BASELINE_WORDS = {"baseline", "baselines", "base", "control", "controls", "old",
 ABLATION_WORDS = {"ablation", "ablations", "pilot", "sweep", "variant", "variants", "explore", "exploration", "short",
                   "long", "debug", "test"}
 ROLE_WORDS = SUBMISSION_WORDS | BASELINE_WORDS | ABLATION_WORDS
-SAYS_SUBMITTED = {"submit", "submits", "submitted", "submitting", "submission", "claim", "claims", "claimed", "final"}
+SAYS_SUBMITTED = {"submit", "submits", "submitted", "submitting", "submission", "claim", "claims", "claimed"}
 STEPS_MENTION = re.compile(r"\b(\d{3,6})\s*steps?\b", re.IGNORECASE)
 VERSION = re.compile(r"(?<![a-z])v(\d{1,3})(?![a-z])")
 EVIDENCE_FILES = ("result.json", "results.json")
@@ -594,7 +594,10 @@ def _under(g: Group, folder: Path, names: set[str]) -> bool:
 
 
 def _submitted_lines(readme: str) -> list[str]:
-    return [line for line in readme.splitlines() if words(line) & SAYS_SUBMITTED]
+    """The sentences of a README that say what was submitted or claimed ("v3 came later" in the next
+    clause does not count)."""
+    return [x for line in readme.splitlines() for x in re.split(r"(?<=[.;!?])\s+", line)
+            if words(x) & SAYS_SUBMITTED]
 
 
 def _named_in(line: str, g: Group, folder: Path) -> bool:

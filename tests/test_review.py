@@ -123,8 +123,10 @@ def test_the_submission_a_folder_names_or_the_highest_version(tmp_path):
     assert [g.dir for g in f.baseline_missed] == ["baseline-s1430"]
     d = tmp_path / MUDD
     shutil.copytree(TREE / MUDD, d)
-    (d / "README.md").write_text("# MUDD\n\nThe submitted version is v2 (this_pr_v2); v3 came later.\n")
+    (d / "README.md").write_text("# MUDD\n\nThe submitted version is v2 (this_pr_v2); this_pr_v3 came later.\n")
     assert layout.read_folder(d, track).submission.dir == "this_pr_v2"
+    (d / "README.md").write_text("# MUDD\n\nOur final val loss in this_pr_v1 was higher.\n")
+    assert layout.read_folder(d, track).submission.dir == "this_pr_v3"
     a = audit.audit_tree(TREE / MUDD, "gpt2-small")["folders"][0]
     assert a["speedup"]["speedup"] == pytest.approx(84.7039 / 81.9146, rel=2e-4)
     assert 1 < a["speedup"]["ci95"][0] < a["speedup"]["ci95"][1] < 1.04

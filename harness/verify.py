@@ -255,10 +255,10 @@ def systems_only(trials: list, ref: Reference, cfg: dict) -> tuple[bool, str]:
     worst = None
     for s in shared:
         a, b = mine[s], theirs[s]
-        dof = len(a) + len(b) - 2
-        ss = sum((x - fmean(a)) ** 2 for x in a) + sum((x - fmean(b)) ** 2 for x in b)
+        ma, mb, dof = fmean(a), fmean(b), len(a) + len(b) - 2
+        ss = sum((x - ma) ** 2 for x in a) + sum((x - mb) ** 2 for x in b)
         se = math.sqrt(ss / dof * (1 / len(a) + 1 / len(b))) if dof > 0 else 0.0
-        gap, allowed = abs(fmean(a) - fmean(b)), limit + z * se
+        gap, allowed = abs(ma - mb), limit + z * se
         if worst is None or gap - allowed > worst[0] - worst[1]:
             worst = (gap, allowed, s)
     gap, allowed, at = worst

@@ -247,8 +247,12 @@ def audit_tree(tree: str | Path, track_name: str, readme: str | None = None, par
         a.in_table = in_table
         a.run_date = a.run_date or when(folder) or None
         out.append(a)
+        if not single:  # the folder's logs are needed again only for one folder's page
+            a.__dict__.pop("_layout", None)
         k = getattr(a, "_known", None)
         if k is not None:
+            if known:  # only the latest folder can still be a parent: let the older ones' curves go
+                known[-1].trials = []
             known.append(k)
             if num is not None:
                 by_number[num] = k
@@ -482,7 +486,7 @@ def _finish(a: Audit, d: judge.Decision, f: layout.Folder, v, folder: Path, par,
                      sub.sources or None,
                      [t for p in sub.parsed for t in p.trials if t.complete],
                      [t.final_val.time_ms for p in sub.parsed for t in p.trials if t.complete and t.final_val.time_ms],
-                     rules["flags"] == "parent", sub.parsed)
+                     rules["flags"] == "parent")
     return a
 
 

@@ -216,14 +216,21 @@ def cmd_leaderboard(args) -> int:
 def cmd_import(args) -> int:
     from harness import importer
 
-    return _emit(args, importer.import_tree(args.dir, args.track, dry_run=args.dry_run), importer.render)
+    return _emit(args, importer.import_tree(args.dir, args.track, dry_run=args.dry_run, readme=args.readme),
+                 importer.render)
 
 
 def cmd_audit(args) -> int:
     from harness import audit
 
-    rep = audit.audit_tree(args.tree, args.track, readme=args.readme)
-    return _emit(args, rep, audit.render)
+    rep = audit.audit_tree(args.tree, args.track, readme=args.readme, parent=args.parent)
+    if args.markdown:
+        if not rep["single"]:
+            raise InputError(f"--markdown {args.markdown}: only for one record folder ({args.tree} is a tree)")
+        from harness.files import atomic_write
+        atomic_write(args.markdown, audit.markdown(rep))
+    code = EXIT_FAIL if rep["single"] and rep["folders"] and rep["folders"][0]["status"] != "accepted" else EXIT_OK
+    return _emit(args, rep, audit.render, code)
 
 
 def cmd_doctor(args) -> int:
@@ -383,13 +390,20 @@ def build_parser() -> argparse.ArgumentParser:
     im.add_argument("dir", metavar="DIR", help="e.g. modded-nanogpt/records/track_1_short")
     im.add_argument("--track", required=True, help="track the imported records belong to")
     im.add_argument("--dry-run", action="store_true", help="print the plan, write nothing")
+    im.add_argument("--readme", metavar="README", help="the public README: each record keeps its row's number, "
+                                                       "title, contributors, PR and official time; folders it "
+                                                       "does not link are imported unofficial")
     im.add_argument("--json", action="store_true", help="print the plan/result as JSON")
     im.set_defaults(func=cmd_import)
 
-    why = ("judge a public records tree folder by folder under the rules of each record's date (and, with --readme, "
-           "the README's record table against the logs it links); writes nothing")
+    why = ("judge one record folder (its reviewer's page) or a tree of them, each under the rules of its date: "
+           "accepted, rejected (the rule broken) or unverifiable (what the logs cannot show); with --readme, "
+           "agreement with the README's record table; writes nothing but --markdown")
     au = sub.add_parser("audit", help=why, description=why)
-    au.add_argument("tree", metavar="TREE", help="e.g. modded-nanogpt/records/track_1_short")
+    au.add_argument("tree", metavar="PATH", help="a record folder, or a tree of them (modded-nanogpt/records/track_1_short)")
+    au.add_argument("--parent", metavar="FOLDER|LOG|ID", help="one folder's parent: a record folder, a folder of "
+                                                              "logs, a log, or a record id")
+    au.add_argument("--markdown", metavar="FILE", help="one folder: write its statistics.md here")
     au.add_argument("--track", default="gpt2-small", help="the track whose rules apply (default gpt2-small)")
     au.add_argument("--readme", metavar="README", help="the public README.md whose record table links into TREE")
     au.add_argument("--json", action="store_true", help="print the report as JSON")

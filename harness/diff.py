@@ -64,11 +64,14 @@ class Side:
 
 
 def resolve(spec: str) -> Side:
-    """A log file, a record folder, or a record id; anything else is an InputError naming what was tried."""
+    """A log file, a record folder (ours, or a public one: its submission's runs), a folder of logs, or a
+    record id; anything else is an InputError naming what was tried."""
     p = Path(spec)
     if p.is_file():
         return _log_side(spec, p)
     if p.is_dir():
+        if not (p / "record.json").is_file() and not (p / "logs").is_dir() or _public(p):
+            return _folder_side(spec, p)
         return _record_side(spec, p)
     tried = [f"{p}: no such file or folder"]
     m = REF.match(spec)
@@ -89,6 +92,26 @@ def resolve(spec: str) -> Side:
         tried.append(f"not a record id like tiny-cpu/0001 or tiny-cpu/0001_slug (records live in {records_dir()})")
     raise InputError(f"cannot resolve {spec!r}: " + "; ".join(tried) +
                      f". Give a log file, a record folder, or a record id (ls {records_dir()}/<track>/)")
+
+
+def _public(folder: Path) -> bool:
+    """A folder without our record.json whose logs/ (if any) is not the only place its logs sit."""
+    return not (folder / "record.json").is_file() and not (folder / logs.MAIN_FILE).is_file()
+
+
+def _folder_side(spec: str, folder: Path) -> Side:
+    """A public record folder or a folder of logs: the runs of its submission cohort (harness/layout.py)."""
+    from harness import layout
+
+    f = layout.read_folder(folder, None)
+    if f.submission is None:
+        raise InputError(f"{folder}: not a record folder: no run logs in it (.txt/.log files with step lines); give a log file, a "
+                         "record folder or a record id")
+    side = Side(spec, "record", folder, list(f.submission.parsed), dict(f.submission.sources))
+    if len(f.groups) > 1:
+        side.warnings.append(f"{folder}: {len(f.groups)} cohorts; using the submission "
+                             f"{f.submission.dir or '.'} ({f.how})")
+    return side
 
 
 def _log_side(spec: str, path: Path) -> Side:

@@ -9,6 +9,10 @@ in force on the folder's date, against the previous official record (rule 3, and
 the systems-only exception). Imported records keep `launch = {"convention": "modded"}`: their scripts
 run the public way (`speedrun attempt --baseline` knows it).
 
+With `--readme` (the public README), each record keeps its row: public number, title, contributors, PR
+link and the table's official (re-timed) time beside the time its logs show (`source.public`); only
+folders the table links can become official records (the others are kept, unofficial: not records).
+
 Idempotent: record.json keeps `source = {"import": folder name, "logs_sha256": [...]}`, and a folder
 whose logs are already in the ledger is skipped. Names from outside are untrusted: they become a slug,
 a sanitized title and sanitized file names; nothing is written outside records/ (ledger.add).
@@ -38,6 +42,7 @@ class Item:
     skipped_files: list[str] = field(default_factory=list)
     submission: dict | None = None  # {dir, runs, how}
     groups: list[dict] = field(default_factory=list)  # every group: {dir, role, why, runs, steps, gpus, …}
+    public: dict | None = None      # with --readme: the table's row {number, title, contributors, pr, time_s, …}
 
 
 @dataclass
@@ -56,21 +61,8 @@ class Plan:
 
 def dated_folders(base: Path) -> tuple[list[tuple[str, Path]], list[Item]]:
     """(date, folder) for every dated folder under `base`, in date order, and the entries skipped."""
-    dated, skipped = [], []
-    for p in sorted(base.iterdir(), key=lambda p: p.name):
-        if p.is_symlink():
-            skipped.append(Item(p.name, "skip", "a symlink (not followed)"))
-        elif not p.is_dir():
-            continue
-        elif not layout.DATED.match(p.name):
-            skipped.append(Item(p.name, "skip", "name does not start with a date (YYYY-MM-DD_, YYYY-MM-DD- or "
-                                                "YYYYMMDD_)"))
-        elif layout.folder_date(p.name)[0] is None:
-            skipped.append(Item(p.name, "skip", f"{layout.DATED.match(p.name)[1]} is not a real date"))
-        else:
-            dated.append((layout.folder_date(p.name)[0], p))
-    dated.sort(key=lambda e: (e[0], e[1].name))
-    return dated, skipped
+    dated, skipped = layout.dated_folders(base)
+    return dated, [Item(s["folder"], "skip", s["reason"]) for s in skipped]
 
 
 def convention(parsed: list[logs.ParsedLog]) -> dict | None:
@@ -83,8 +75,29 @@ def convention(parsed: list[logs.ParsedLog]) -> dict | None:
     return {"convention": "modded", "script": logs.MAIN_FILE, "data_dir": "data/fineweb10B", "logs": "logs"}
 
 
-def import_tree(src: str, track: str, *, dry_run: bool = False, root: Path | None = None) -> Plan:
-    """Import every dated folder of `src` as one record of `track`; returns what was (or would be) done."""
+def public_rows(readme: str, base: Path) -> dict[str, dict]:
+    """Folder name → its row of the README's record table (the table whose links point into `base`)."""
+    from harness import audit
+
+    out: dict[str, dict] = {}
+    for r in audit.read_table(readme, base):
+        for link in r.logs:
+            p = audit.resolve(link, base)
+            if p is None or p.resolve() == base.resolve():
+                continue
+            name = p.resolve().relative_to(base.resolve()).parts[0]
+            if name not in out or r.number < out[name]["number"]:
+                who = [c.strip() for c in r.contributors.replace(" and ", ",").split(",") if c.strip()]
+                out[name] = {"number": r.number, "title": " ".join(r.description.split()), "contributors": who,
+                             "pr": r.pr, "time_s": r.time_s, "date": r.date, "line": r.line}
+    return out
+
+
+def import_tree(src: str, track: str, *, dry_run: bool = False, root: Path | None = None,
+                readme: str | None = None) -> Plan:
+    """Import every dated folder of `src` as one record of `track`; returns what was (or would be) done.
+    `readme`: the public README, whose record table gives each record its number, title, contributors,
+    PR and official time; folders it does not link are imported unofficial (not records)."""
     root = root or repo_root()
     base = Path(src)
     if not base.is_dir():
@@ -94,6 +107,7 @@ def import_tree(src: str, track: str, *, dry_run: bool = False, root: Path | Non
     known = {tuple(r.source["logs_sha256"]): r.id for r in recs
              if r.source and isinstance(r.source.get("logs_sha256"), list)}
     dated, items = dated_folders(base)
+    rows = public_rows(readme, base) if readme else None
     parent = ledger.default_parent(recs, track)
     parent_ref = ledger.reference(parent, root) if parent else None
     imported_any = False
@@ -125,12 +139,24 @@ def import_tree(src: str, track: str, *, dry_run: bool = False, root: Path | Non
                                   parsed={str(p): x for g in f.groups for p, x in zip(g.paths, g.parsed)})
         prepared.notes.append(f"submission: {sub.name}, chosen because {f.how}")
         prepared.parent = parent.id if parent else None
-        item.official = prepared.verdict.ok
+        row = rows.get(folder.name) if rows is not None else None
+        unofficial = None
+        if rows is not None and row is None:
+            unofficial = "not in the README's record table: not a record"
+        if row is not None:
+            times = [r.train_time_ms for r in prepared.verdict.runs if r.train_time_ms]
+            item.public = {**row, "log_time_s": sum(times) / len(times) / 1000 if times else None}
+            item.title = row["title"] or item.title
+        item.official = prepared.verdict.ok and unofficial is None
         known[tuple(shas)] = "(this import)"
         if dry_run:
             continue
+        source = {"import": shown(folder.name, 300), "logs_sha256": shas}
+        if item.public:
+            source["public"] = item.public
         added = ledger.add([], track, item.title, date=date, allow_failing=True, prepared=prepared, root=root,
-                           source={"import": shown(folder.name, 300), "logs_sha256": shas},
+                           contributors=item.public["contributors"] if item.public else (),
+                           unofficial_reason=unofficial, source=source,
                            launch=convention(sub.parsed),
                            readme=f"Imported by `speedrun import` from the public records folder "
                                   f"`{shown(folder.name)}`; verdict below.")
@@ -163,7 +189,8 @@ def render(plan: Plan, console) -> None:
         else:
             kind = "official" if i.official else "unofficial"
             action = ("[green]" if i.official else "[yellow]") + ("would import" if i.action == "import" else "imported") + "[/]"
-            what = escape(f"{i.id or '(new)'} ({kind}); submission {i.submission['dir'] or '.'} "
+            num = f"#{i.public['number']} " if i.public else ""
+            what = escape(f"{num}{i.id or '(new)'} ({kind}); submission {i.submission['dir'] or '.'} "
                           f"({i.submission['runs']} runs): {i.submission['how']}")
         if i.skipped_files:
             what += escape(f"; ignored {len(i.skipped_files)} file(s): {'; '.join(i.skipped_files[:3])}")

@@ -140,6 +140,13 @@ class ParsedLog:
     separators: int
     ends_with_newline: bool
     size: int
+    last_line_whole: bool = True  # without a final newline: is the last line still a whole line (not cut)?
+
+    @property
+    def cut(self) -> bool:
+        """Truncated mid-line: no final newline and the last line is not whole. A last line that lacks
+        only its newline is complete."""
+        return not self.ends_with_newline and not self.last_line_whole
 
     @property
     def code_sha256(self) -> str | None:
@@ -231,10 +238,11 @@ def _parse_text(text: str, file: str, warnings: list[str], size: int | None) -> 
     env = _parse_env(lines, env_lines)
     trials, era_hint = _parse_run(lines, run_start, warnings)
 
+    whole = ends_nl or not lines or _whole(lines[-1])
     if not trials:
         warnings.append("no step lines found: nothing to read about training")
-    elif not ends_nl and text:
-        warnings.append(f"line {len(lines)}: file does not end with a newline (truncated?)")
+    elif not whole:
+        warnings.append(f"line {len(lines)}: the file does not end with a newline and its last line is cut (truncated?)")
     for t in trials:
         if t.total_steps is not None and t.final_step is not None and t.final_step < t.total_steps:
             warnings.append(f"line {t.start_line}: trial stops at step {t.final_step} of {t.total_steps} "
@@ -243,8 +251,27 @@ def _parse_text(text: str, file: str, warnings: list[str], size: int | None) -> 
     ours = code_end > code_start and lines[code_start].startswith("# ==== file: ")
     era = ERA_OURS if ours or env.speedrun else era_hint
     return ParsedLog(file=file, era=era, sources=sources, env=env, trials=trials, warnings=warnings,
-                     separators=len(seps), ends_with_newline=ends_nl,
+                     separators=len(seps), ends_with_newline=ends_nl, last_line_whole=whole,
                      size=len(text.encode()) if size is None else size)
+
+
+WHOLE_PEAK = re.compile(PEAK.pattern + r"\s*$")
+
+
+def _whole(line: str) -> bool:
+    """A last line without its newline that is still whole: a full step line, peak-memory line or RESULT."""
+    line = line.rstrip("\r")
+    if line.startswith("step:"):
+        return FAST_STEP.fullmatch(line) is not None or _slow_step(line, 0, []) is not None and \
+            line.rstrip().endswith("ms")
+    if line.startswith("peak memory"):
+        return WHOLE_PEAK.match(line) is not None and line.rstrip().endswith("MiB")
+    if line.startswith("RESULT "):
+        try:
+            return isinstance(json.loads(line[7:]), dict)
+        except ValueError:
+            return False
+    return not line.strip()
 
 
 def _split_sources(lines: list[str], start: int, end: int, warnings: list[str]) -> dict[str, str]:

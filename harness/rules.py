@@ -24,7 +24,7 @@ SIGNIFICANCE = ("single-run", "t-test", "margin")
 TIMING = ("reset-after-10", "from-step-0")
 FLAGS = ("any", "parent")
 SPEED = ("interval", "logged-time", "none")  # rule 4: harness/judge.py
-EPOCH_KEYS = {"name", "since", "since_record", "significance", "timing", "flags", "speed"}
+EPOCH_KEYS = {"name", "since", "since_record", "significance", "timing", "flags", "speed", "systems_only"}
 
 
 def epochs(track: dict) -> list[dict]:
@@ -39,7 +39,9 @@ def epochs(track: dict) -> list[dict]:
             "speed_level": track.get("speed", {}).get("level", 0.95)}
     out, cur = [], dict(base)
     for e in rules.get("epochs", []):
-        cur = {**cur, **e}
+        cur = {**cur, "since_record": None, **e}  # a record number bounds only its own epoch
+        if "systems_only" in e:  # an epoch says whether rule 2's exception exists; its thresholds are the track's
+            cur["systems_only"] = base["systems_only"] if e["systems_only"] else None
         out.append(dict(cur))
     return out or [base]
 
@@ -76,6 +78,8 @@ def validate(track: dict, where: str) -> str | None:
         for key, known in (("significance", SIGNIFICANCE), ("timing", TIMING), ("flags", FLAGS), ("speed", SPEED)):
             if key in e and e[key] not in known:
                 return f"rules.epochs[{i}].{key} = {e[key]!r}; known: {', '.join(known)}"
+        if "systems_only" in e and not isinstance(e["systems_only"], bool):
+            return f"rules.epochs[{i}].systems_only must be true or false (whether rule 2's exception applies)"
         since = e.get("since")
         if not isinstance(since, str) or not re.fullmatch(r"\d{4}-\d{2}-\d{2}", since):
             return f"rules.epochs[{i}].since must be a YYYY-MM-DD string (the date it applies from)"

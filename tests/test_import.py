@@ -119,3 +119,34 @@ def test_import_real_public_logs(root, tmp_path):
     assert any(r.date == "2026-05-03" for r in recs)  # a YYYYMMDD folder
     assert ledger.check(root).ok
     assert all(i.action == "skip" for i in importer.import_tree(str(src), "gpt2-small", root=root).items)
+
+
+RECORDS = Path(__file__).resolve().parents[2] / "shared/fixtures/modded_records"
+
+
+@pytest.mark.skipif(not RECORDS.is_dir(), reason="shared fixtures absent")
+def test_import_with_the_readme_keeps_the_public_row(root, tmp_path, capsys):
+    """`speedrun import --readme`: each record keeps its public number, title, contributors, PR link and the
+    table's official (re-timed) time beside its logs' time; a folder the table does not link is imported
+    unofficial (not a record), and never becomes the next record's parent."""
+    src = tmp_path / "track_1_short"
+    for name in ("2026-01-26-UntieValueEmbeddings", "2026-02-28_TransposeCopyBackward"):
+        shutil.copytree(RECORDS / "track_1_short" / name, src / name)
+    shutil.copytree(RECORDS / "track_1_short" / "2026-02-28_TransposeCopyBackward", src / "2026-02-01_NotInTheTable")
+    for p in (src / "2026-02-01_NotInTheTable").rglob("*.txt"):  # other bytes: not a repeat import
+        p.write_text(p.read_text() + "\n")
+    shutil.copytree(Path(__file__).resolve().parents[1] / "records/gpt2-small", root / "records/gpt2-small")
+    assert cli.main(["import", str(src), "--track", "gpt2-small", "--readme", str(RECORDS / "README_excerpt.md"),
+                     "--json"]) == 0
+    capsys.readouterr()
+    recs = {r.source["import"]: r for r in ledger.records(root)}
+    tcb = recs["2026-02-28_TransposeCopyBackward"]
+    pub = tcb.source["public"]
+    assert (pub["number"], pub["title"]) == (76, "Reuse and tune backward transpose kernel")
+    assert pub["time_s"] == pytest.approx(86.76)
+    assert pub["contributors"] == ["@samacqua"] and tcb.contributors == ["@samacqua"]
+    assert pub["pr"] == "https://github.com/KellerJordan/modded-nanogpt/pull/240"
+    assert pub["log_time_s"] == pytest.approx(87.9355, abs=1e-3) and tcb.title == pub["title"] and tcb.official
+    extra = recs["2026-02-01_NotInTheTable"]
+    assert not extra.official and "public" not in extra.source
+    assert tcb.parent == recs["2026-01-26-UntieValueEmbeddings"].id and ledger.check(root).ok

@@ -65,7 +65,7 @@ def test_clean_gpu_runs_pass_and_json_shape(tmp_path, capsys):
     assert cli.main(["verify", *map(str, paths), "--track", "gpt2-small", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["ok"] is True and set(out) == {"ok", "runs", "summary", "rules"}
-    assert out["rules"]["name"] == "explicit warm-up, no extra flags"  # today's epoch of gpt2-small
+    assert out["rules"]["name"] == "side by side"  # today's epoch of gpt2-small
     assert [r["file"] for r in out["runs"]] == list(map(str, paths))
     assert all(set(c) == {"name", "ok", "detail", "unknown"} for r in out["runs"] for c in r["checks"])
     s = out["summary"]

@@ -147,23 +147,27 @@ def import_tree(src: str, track: str, *, dry_run: bool = False, root: Path | Non
             times = [r.train_time_ms for r in prepared.verdict.runs if r.train_time_ms]
             item.public = {**row, "log_time_s": sum(times) / len(times) / 1000 if times else None}
             item.title = row["title"] or item.title
-        item.official = prepared.verdict.ok and unofficial is None
+        item.official = ledger.decide(prepared).record and unofficial is None  # the one judge, as `add` asks it
         known[tuple(shas)] = "(this import)"
         if dry_run:
             continue
         source = {"import": shown(folder.name, 300), "logs_sha256": shas}
         if item.public:
             source["public"] = item.public
-        added = ledger.add([], track, item.title, date=date, allow_failing=True, prepared=prepared, root=root,
-                           contributors=item.public["contributors"] if item.public else (),
-                           unofficial_reason=unofficial, source=source,
-                           launch=convention(sub.parsed),
-                           readme=f"Imported by `speedrun import` from the public records folder "
-                                  f"`{shown(folder.name)}`; verdict below.")
+        try:
+            added = ledger.add([], track, item.title, date=date, allow_failing=True, prepared=prepared, root=root,
+                               contributors=item.public["contributors"] if item.public else (),
+                               unofficial_reason=unofficial, source=source,
+                               launch=convention(sub.parsed),
+                               readme=f"Imported by `speedrun import` from the public records folder "
+                                      f"`{shown(folder.name)}`; verdict below.")
+        except ledger.Refused as e:  # its logs or runs are in the ledger already: a run is recorded once
+            item.action, item.reason = "skip", str(e)
+            continue
         item.action, item.id = "imported", added.record.id
         known[tuple(shas)] = added.record.id
         imported_any = True
-        if added.record.official:  # the next folder's parent: its code and curves, already in memory
+        if added.record.official or row is not None:  # the next parent (a table row was a public record)
             parent = added.record
             parent_ref = verify.Reference(f"record {parent.id}", sub.sources or None,
                                           [t for p in sub.parsed for t in p.trials])

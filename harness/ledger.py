@@ -337,7 +337,7 @@ class Prepared:
     speedup: dict | None = None
     speed: object = None                # judge.Speed: rule 4's evidence (the dict above is its stored form)
     rules: dict = field(default_factory=dict)
-    reproduction_of: str | None = None  # the parent, when these runs are its code byte for byte
+    same_code: bool = False             # these runs are the parent's code, byte for byte (a reproduction)
     parent_trials: list = field(default_factory=list)  # the parent's runs (its logged times, for `logged-time`)
 
 
@@ -475,8 +475,8 @@ def prepare(log_paths: list[str], track_name: str, *, date: str | None = None, p
                  "ci95": [sp.lo, sp.hi], "baseline_mean_ms": sp.baseline_mean_ms,
                  "candidate_mean_ms": sp.candidate_mean_ms}
     first = next((p for p in parsed if p.sources), None)
-    repro = parent_id if (parent_id and parent_ref is not None and parent_ref.sources and first is not None
-                          and _stored_names(first.sources) == parent_ref.sources) else None
+    repro = bool(parent_ref is not None and parent_ref.sources and first is not None
+                 and _stored_names(first.sources) == _stored_names(parent_ref.sources))
     return Prepared(v, track, stored, notes, parent_id, out, speed, sp, rules, repro,
                     list(parent_ref.trials) if parent_ref is not None else [])
 
@@ -508,7 +508,7 @@ def decide(prepared: Prepared, *, speed=None, problems=()) -> "judge.Decision":
         if theirs and mine:  # the early board: the parent's own logged times, another node
             speed = judge.Speed.unpaired(prepared.parent, theirs, mine, kind="logged")
     return judge.decide(prepared.verdict, prepared.rules, speed=speed, parent=prepared.parent,
-                        reproduction_of=prepared.reproduction_of, problems=list(problems))
+                        reproduction_of=prepared.parent if prepared.same_code else None, problems=list(problems))
 
 
 def summarize(v: verify.Verdict, track: dict) -> tuple[list[dict], dict]:

@@ -19,12 +19,12 @@ FIXTURES = Path(__file__).resolve().parents[2] / "shared/fixtures/modded_nanogpt
 def tree(tmp_path: Path) -> Path:
     """Three dated folders in two date styles (one failing verification), plus things to skip."""
     src = tmp_path / "track_1_short"
-    for name, final, n in (("2026-01-01_Baseline", 1.15, 3), ("20260105_Faster_Muon", 1.15, 3),
-                           ("2026-01-03_TooSlow", 1.3, 2)):
+    for k, (name, final, n) in enumerate((("2026-01-01_Baseline", 1.15, 3), ("20260105_Faster_Muon", 1.15, 3),
+                                          ("2026-01-03_TooSlow", 1.3, 2))):
         d = src / name / "this_pr"
         d.mkdir(parents=True)
-        for seed in range(n):
-            (d / f"{name}-{seed}.txt").write_text(logmaker.ours(seed=seed + len(name), final=final))
+        for seed in range(n):  # distinct seeds: distinct step times (the same times would be the same run)
+            (d / f"{name}-{seed}.txt").write_text(logmaker.ours(seed=seed + 10 * k, final=final))
         (src / name / "README.md").write_text("# notes\n")
     (src / "2026-01-04_Empty").mkdir()
     (src / "2026-01-04_Empty" / "notes.txt").write_text("no step lines here\n")
@@ -46,12 +46,13 @@ def test_import_one_record_per_folder_in_date_order(root, tmp_path, capsys):
     recs = ledger.records(root)
     assert [(r.id, r.date, r.official) for r in recs] == [
         ("tiny-cpu/0001_baseline", "2026-01-01", True), ("tiny-cpu/0002_tooslow", "2026-01-03", False),
-        ("tiny-cpu/0003_faster-muon", "2026-01-05", True)]
+        ("tiny-cpu/0003_faster-muon", "2026-01-05", False)]  # the baseline's own code: a reproduction
     assert recs[2].title == "Faster Muon" and recs[2].parent == recs[0].id
+    assert "reproduction of tiny-cpu/0001_baseline" in (root / "records" / recs[2].id / "README.md").read_text()
     assert not recs[1].verdict["ok"] and recs[1].source["import"] == "2026-01-03_TooSlow"
     assert len(recs[0].runs) == 3 and all(f.startswith("logs/2026-01-01_Baseline-") for f in recs[0].files
                                           if f.startswith("logs/"))
-    assert ledger.check(root).ok and "Faster Muon" in (root / "leaderboard.md").read_text()
+    assert ledger.check(root).ok and "Baseline" in (root / "leaderboard.md").read_text()
 
 
 def test_import_is_idempotent_and_dry_run_writes_nothing(root, tmp_path, capsys):
@@ -132,9 +133,9 @@ def test_import_with_the_readme_keeps_the_public_row(root, tmp_path, capsys):
     src = tmp_path / "track_1_short"
     for name in ("2026-01-26-UntieValueEmbeddings", "2026-02-28_TransposeCopyBackward"):
         shutil.copytree(RECORDS / "track_1_short" / name, src / name)
-    shutil.copytree(RECORDS / "track_1_short" / "2026-02-28_TransposeCopyBackward", src / "2026-02-01_NotInTheTable")
-    for p in (src / "2026-02-01_NotInTheTable").rglob("*.txt"):  # other bytes: not a repeat import
-        p.write_text(p.read_text() + "\n")
+    # another record's runs under a name the table does not link (runs of their own: a copy of a folder
+    # imported beside it would be the same runs, refused as such)
+    shutil.copytree(RECORDS / "track_1_short" / "2025-12-29_VeSkipGates", src / "2026-02-01_NotInTheTable")
     shutil.copytree(Path(__file__).resolve().parents[1] / "records/gpt2-small", root / "records/gpt2-small")
     assert cli.main(["import", str(src), "--track", "gpt2-small", "--readme", str(RECORDS / "README_excerpt.md"),
                      "--json"]) == 0

@@ -8,6 +8,8 @@ ok or skipped, 1 otherwise:
   hardware       what the track requires (GPU model and count) against what is here
   matmul bf16    TFLOP/s of a large square matmul, as % of the device's dense peak (fp8 too on sm89+)
   all-reduce     bus bandwidth across this node's GPUs (NCCL), or 2 gloo ranks on a CPU machine
+  driver         whether the NVIDIA driver loads the cubins this Triton builds (its ptxas's CUDA release sets the
+                 minimum driver), and drivers below 580 flagged slow (a silent ≈35 % slowdown seen on them)
   kernel <name>  correctness at the preset's real shapes, then kernel vs torch fwd+bwd time (the
                  trainer's own start-up check, read from its output); on CPU, correctness under
                  Triton's interpreter at small shapes
@@ -33,6 +35,10 @@ from harness.track import load_track, repo_root
 # What counts as slow (data, not code paths): a node below these is sound but will not make a record's time.
 SLOW = {"matmul_bf16_pct": 60.0, "matmul_fp8_pct": 45.0, "allreduce_busbw_gbps": 200.0}
 STEPS = {"cuda": 30, "cpu": 20}  # preset steps: a few dozen past the warm-up
+# The oldest driver each CUDA major release's binaries load on (NVIDIA's compatibility table: 12.x runs on 525+
+# through minor-version compatibility, 13.x needs 580+). Triton 3.9 builds sm_90+ with CUDA 13's ptxas.
+MIN_DRIVER = {11: 450, 12: 525, 13: 580}
+SLOW_DRIVER = 580  # below it the community has seen a silent ≈35 % slowdown of the same record script
 
 
 @dataclass
@@ -96,6 +102,11 @@ def run(track_name: str, *, quick: bool = False, say=print) -> dict:
                                   m))
         say(_show(lines[-1]))
 
+    if cuda:
+        cap = torch.cuda.get_device_capability(device)
+        lines.append(driver_check(gpus[0].get("driver") if gpus else None, *ptxas_for(cap[0] * 10 + cap[1])))
+        say(_show(lines[-1]))
+
     world = torch.cuda.device_count() if cuda else 2
     if cuda and world < 2:
         lines.append(Line("all-reduce", "skipped", "one GPU: nothing to all-reduce across"))
@@ -137,6 +148,45 @@ def run(track_name: str, *, quick: bool = False, say=print) -> dict:
     out = {"track": track["name"], "device": device.type, "seconds": round(time.monotonic() - t0, 1),
            "ok": _lines_ok(lines), "lines": [vars(x) for x in lines]}
     return out
+
+
+# ---- the driver against what Triton builds -----------------------------------------------------------
+
+def ptxas_for(arch: int) -> tuple[str | None, str]:
+    """(the version text of the ptxas Triton uses for `arch`, or None, and what was asked)."""
+    try:
+        from triton.backends.nvidia.compiler import get_ptxas_version
+        return get_ptxas_version(arch).strip(), f"Triton's ptxas for sm_{arch}"
+    except Exception as e:  # noqa: BLE001  (no Triton, no ptxas: said on the line)
+        return None, f"Triton's ptxas for sm_{arch} not found ({type(e).__name__}: {str(e)[:120]})"
+
+
+def driver_check(driver: str | None, ptxas: str | None, what: str = "ptxas") -> Line:
+    """broken: the driver is older than the CUDA release of the ptxas that builds the kernels needs (the cubins
+    would not load: every Triton kernel, torch.compile's included, fails); slow: below SLOW_DRIVER; ok."""
+    m = re.search(r"release (\d+)\.(\d+)", ptxas or "")
+    try:
+        major = int((driver or "").split(".")[0])
+    except ValueError:
+        major = None
+    if major is None:
+        return Line("driver", "broken", f"no NVIDIA driver version from nvidia-smi ({driver!r})", {"driver": driver})
+    detail = {"driver": driver, "ptxas": ptxas, "cuda": m and f"{m[1]}.{m[2]}"}
+    if not m:
+        return Line("driver", "slow" if major < SLOW_DRIVER else "ok",
+                    f"driver {driver}; {what}: version unknown, so whether it loads Triton's cubins is unchecked"
+                    + (f"; below {SLOW_DRIVER}: a silent ≈35 % slowdown has been seen on such drivers" if major < SLOW_DRIVER else ""),
+                    detail)
+    need = MIN_DRIVER.get(int(m[1]), SLOW_DRIVER)
+    detail["needs"] = need
+    if major < need:
+        return Line("driver", "broken", f"driver {driver} cannot load what this Triton builds: its {what} is CUDA "
+                    f"{m[1]}.{m[2]}, which needs driver ≥ {need}; upgrade the driver (or use a Triton whose ptxas is "
+                    f"CUDA ≤ the driver's)", detail)
+    if major < SLOW_DRIVER:
+        return Line("driver", "slow", f"driver {driver} loads CUDA {m[1]}.{m[2]} cubins (needs ≥ {need}), but is below "
+                    f"{SLOW_DRIVER}: a silent ≈35 % slowdown of the same script has been seen on such drivers", detail)
+    return Line("driver", "ok", f"driver {driver} loads CUDA {m[1]}.{m[2]} cubins ({what}; needs ≥ {need})", detail)
 
 
 # ---- the preset on synthetic shards -------------------------------------------------------------------

@@ -163,6 +163,7 @@ def setup_distributed() -> torch.device:
     WORLD_SIZE = int(os.environ.get("WORLD_SIZE", 1))
     LOCAL_RANK = int(os.environ.get("LOCAL_RANK", 0))
     if torch.cuda.is_available():
+        allocator_conf(os.environ)  # before the first CUDA allocation reads it
         device = torch.device("cuda", LOCAL_RANK)
         torch.cuda.set_device(device)
     else:
@@ -179,6 +180,15 @@ def setup_distributed() -> torch.device:
         else:
             dist.init_process_group(backend="gloo")
     return device
+
+
+def allocator_conf(env) -> None:
+    """expandable_segments:True in PYTORCH_CUDA_ALLOC_CONF unless the user chose otherwise: segments grow in
+    place instead of piling up fixed blocks, so the start-up race's and warm-up's freed memory is reused
+    (without it, GBs stay reserved and fragmented)."""
+    conf = env.get("PYTORCH_CUDA_ALLOC_CONF", "")
+    if "expandable_segments" not in conf:
+        env["PYTORCH_CUDA_ALLOC_CONF"] = ",".join(filter(None, [conf, "expandable_segments:True"]))
 
 
 def sync(device: torch.device):
@@ -225,16 +235,24 @@ def kernel_shapes(h: Hyperparameters) -> dict:
 
 def pick_kernels(device: torch.device, mode: str, say, h: Hyperparameters) -> None:
     """Triton kernels and FP8 where they matched the reference at this preset's shapes and, on CUDA, were
-    not slower than the torch path; else the torch path. Runs before the log is written, so that the
-    log embeds the kernels/*.py files it imported."""
+    not slower than the compiled torch path; else the torch path. Rank 0 decides and broadcasts: a race on
+    every rank could pick differently (noise), while the log shows rank 0's lines. Runs before the log is
+    written, so that the log embeds the kernels/*.py files it imported."""
     global KERNELS
     if mode == "off":
         return say("kernels: off (--kernels off) → torch reference everywhere")
     try:
-        from kernels.capability import select
-    except ImportError as e:  # e.g. a copy of this file without its kernels/ folder
+        from kernels.capability import adopt, select
+    except ImportError as e:  # e.g. a copy of this file without its kernels/ folder (the same on every rank)
         return say(f"kernels: cannot import kernels/ ({e}) → torch reference everywhere")
-    KERNELS = select(device, mode, say=say, shapes=kernel_shapes(h) if device.type == "cuda" else None)
+    chosen = select(device, mode, say=say, shapes=kernel_shapes(h) if device.type == "cuda" else None) \
+        if RANK == 0 else None
+    names = [chosen.names() if RANK == 0 else None]
+    if WORLD_SIZE > 1:
+        dist.broadcast_object_list(names, src=0)
+    KERNELS = chosen if RANK == 0 else adopt(names[0])
+    if device.type == "cuda":
+        torch.cuda.empty_cache()  # the race's record-shape inputs would stay reserved (tens of GB) otherwise
 
 
 def node_figures(device: torch.device) -> dict:
@@ -266,7 +284,7 @@ def maybe_compile(model: nn.Module, device: torch.device, enabled: bool) -> nn.M
         print0("compile: no C++ compiler on PATH → eager on CPU (slower steps)")
         return model
     print0(f"compile: torch.compile on {device.type} (compiles during the untimed warm-up)")
-    return torch.compile(model, dynamic=False)
+    return torch.compile(model, dynamic=False, fullgraph=True)  # a graph break is an error, not a silent slowdown
 
 
 def compiled_graphs() -> int | None:

@@ -276,17 +276,35 @@ def node_figures(device: torch.device) -> dict:
     return out
 
 
-def maybe_compile(model: nn.Module, device: torch.device, enabled: bool) -> nn.Module:
-    """torch.compile where it can work. On CPU it needs a C++ compiler, and pays (tiny preset, 2 cores:
-    ~40 s to compile, untimed; steps 435 → 335 ms)."""
+def maybe_compile(model: "GPT", device: torch.device, enabled: bool) -> nn.Module | None:
+    """torch.compile where it can work: the model to call, or None (eager). On several ranks block by block
+    (`compile_blocks`: the gradients' reduce-scatters overlap the backward); on one rank there is nothing to
+    overlap and the model is one graph. On CPU it needs a C++ compiler, and pays (tiny preset, 2 cores: ~40 s
+    to compile, untimed; steps 435 → 335 ms)."""
     if not enabled:
         print0("compile: off (eager) — times from this run are not comparable with a record's")
-        return model
+        return None
     if device.type == "cpu" and not any(shutil.which(c) for c in (os.environ.get("CXX", "g++"), "c++", "clang++")):
         print0("compile: no C++ compiler on PATH → eager on CPU (slower steps)")
+        return None
+    if WORLD_SIZE > 1:
+        print0(f"compile: torch.compile on {device.type}, block by block (compiles during the untimed warm-up)")
+        compile_blocks(model)
         return model
     print0(f"compile: torch.compile on {device.type} (compiles during the untimed warm-up)")
     return torch.compile(model, dynamic=False, fullgraph=True)  # a graph break is an error, not a silent slowdown
+
+
+def compile_blocks(model: "GPT", backend: str = "inductor") -> None:
+    """The stem, each block and the head compiled separately (fullgraph: a graph break is an error, not a
+    silent slowdown). One graph for the whole model would also be one backward: every gradient, and so every
+    post-accumulate-grad hook, lands only after all of it, and no reduce-scatter overlaps the backward. Block
+    by block, a block's gradients land (and its unit's reduce-scatter starts) as its own backward ends, while
+    the earlier blocks' still run. The blocks share their graphs (same code and shapes)."""
+    kw = dict(dynamic=False, fullgraph=True, backend=backend)
+    model.stem, model.head = torch.compile(model.stem, **kw), torch.compile(model.head, **kw)
+    for block in model.blocks:
+        block.compile(**kw)
 
 
 def compiled_graphs() -> int | None:
@@ -480,7 +498,9 @@ class Block(nn.Module):
         self.mlp = MLP(h.model_dim, h.mlp_ratio)
         self.lambdas = nn.Parameter(torch.tensor([1.0, 0.0]))  # mixes the residual with x0
 
-    def forward(self, x, x0, ve, mask, attend):
+    def forward(self, x, x0, ve, mask, attend, skip=None, skip_weight=None):
+        if skip is not None:  # the U-net's skip, added here so that it runs inside the block's compiled graph
+            x = x + skip_weight * skip
         x = self.lambdas[0] * x + self.lambdas[1] * x0
         x = x + self.attn(norm(x), ve, mask, attend)
         return x + self.mlp(norm(x))
@@ -508,17 +528,23 @@ class GPT(nn.Module):
     def forward(self, input_seq: Tensor, target_seq: Tensor, windows: Tensor, reduction: str = "mean") -> Tensor:
         """The loss of target_seq given input_seq; `windows` = (long, short) attention windows in tokens, a
         tensor, so every window of the schedule runs through one compiled graph."""
-        long_mask, short_mask = self.attend.masks(input_seq, windows)
-        x = x0 = norm(self.embed(input_seq).to(self.act_dtype))
-        ves = [ve if ve is None else ve.to(self.act_dtype) for ve in self.layer_value_embeds(input_seq)]
-        skips, half = [], self.h.num_layers // 2
+        (long_mask, short_mask), x0, ves = self.stem(input_seq, windows)
+        x, skips, half = x0, [], self.h.num_layers // 2
         for i, block in enumerate(self.blocks):
-            if i >= half and skips:
-                x = x + self.skip_weights[i - half] * skips.pop()
+            skip = skips.pop() if i >= half and skips else None
             mask = short_mask if i in self.h.short_window_layers else long_mask
-            x = block(x, x0, ves[i], mask, self.attend)
+            x = block(x, x0, ves[i], mask, self.attend, skip, None if skip is None else self.skip_weights[i - half])
             if i < half:
                 skips.append(x)
+        return self.head(x, target_seq, reduction)
+
+    def stem(self, input_seq: Tensor, windows: Tensor):
+        """The masks, the normed embedding x0 and each layer's value embedding (or None)."""
+        masks = self.attend.masks(input_seq, windows)
+        x0 = norm(self.embed(input_seq).to(self.act_dtype))
+        return masks, x0, [ve if ve is None else ve.to(self.act_dtype) for ve in self.layer_value_embeds(input_seq)]
+
+    def head(self, x: Tensor, target_seq: Tensor, reduction: str) -> Tensor:
         x = norm(x)
         c, targets = self.h.logit_softcap, target_seq.reshape(-1)
         if KERNELS.fp8_head is not None and self.training:  # FP8 trains; validation is judged in bf16
@@ -638,6 +664,9 @@ class Sharded:
         work = self.pending.pop(unit) if unit in self.pending else self._reduce(unit)
         _wait(work)
 
+    def wait(self) -> None:
+        """Collectives `step` left in flight (Adam's all-gathers); nothing by default."""
+
     def zero_grad(self) -> None:
         for unit in self.units:
             for p in unit["params"]:
@@ -659,21 +688,26 @@ class Muon(Sharded):
     The work item is a matrix: a 2-D parameter, or each of a stacked (n, rows, cols) parameter's n (Q, K
     and V). Items are grouped by shape, the long side last (a tall matrix is iterated transposed
     anyway), padded to a multiple of the world size, and rank r owns a contiguous 1/world of each
-    group: at gpt2-small 48 matrices of 768×768 and 24 of 768×3072, 6 and 3 per rank of 8. A group's
+    group: at gpt2-small 48 matrices of 768×768 and 24 of 768×3072, 6 and 3 per rank of 8. On several ranks
+    the groups are also split by layer chunk (`chunk_of`; layers_per_unit): gpt2-small on 8 ranks has 3
+    chunks of 4 layers (16 and 8 matrices: 2 and 1 per rank), so the last chunk's reduce-scatter starts while
+    the first 8 layers' backward still runs. A group's
     gradients are reduce-scattered as one (n_pad, rows, cols) tensor; its owners' momentum, Polar
     Express (batched) and updates are theirs alone; the bf16 updates are all-gathered."""
 
     def __init__(self, params, lr: float, momentum: float, weight_decay: float = 0.0, ns_steps: int = 5,
-                 comm: Comm | None = None):
+                 comm: Comm | None = None, chunk_of: dict | None = None):
         comm = comm or Comm()
         super().__init__(comm, [dict(lr=lr, momentum=momentum, weight_decay=weight_decay, ns_steps=ns_steps)])
         by_shape: dict[tuple, list] = {}
         for p in params:
             for i in (range(p.size(0)) if p.ndim == 3 else [None]):
                 r, c = p.shape[-2:]
-                by_shape.setdefault((min(r, c), max(r, c)), []).append((p, i, r > c))
+                chunk = (chunk_of or {}).get(id(p), 0)
+                by_shape.setdefault((chunk, min(r, c), max(r, c)), []).append((p, i, r > c))
         self.units = []
-        for (r, c), items in sorted(by_shape.items(), key=lambda e: -e[0][0] * e[0][1]):
+        # the last layers' chunk first: its gradients are the backward's first, its reduce-scatter starts first
+        for (_, r, c), items in sorted(by_shape.items(), key=lambda e: (-e[0][0], -e[0][1] * e[0][2])):
             k = -(-len(items) // comm.world)  # items per rank
             n = k * comm.world
             f = dict(device=items[0][0].device, dtype=items[0][0].dtype)  # fp32 masters (fp64 in tests)
@@ -725,12 +759,19 @@ class Adam(Sharded):
     parameters, up to ADAM_BUCKET elements) become views of one fp32 buffer and their gradients are packed
     into another, so a reduce-scatter hands each rank the averaged gradient of its 1/world slice, the rank
     updates that slice (its moments are the only ones it keeps), and an all-gather refreshes every copy
-    in place. The arithmetic is torch.optim.Adam's (bias-corrected, eps added to the corrected √v)."""
+    in place. The arithmetic is torch.optim.Adam's (bias-corrected, eps added to the corrected √v).
+
+    `step` launches the all-gathers and returns; `wait` (after Muon's step) waits for them, so Muon's Polar
+    Express runs while they travel. A group with `gather_dtype` (the embeddings: bf16 on CUDA) is gathered
+    in it, half the bytes: the forward reads them only through a cast to that dtype, so it sees the same
+    values; the owner keeps its slice's fp32 master. Gradients are reduced in fp32 (a bf16 sum of 8 ranks'
+    gradients would round each partial sum)."""
 
     def __init__(self, groups: list[dict], betas: tuple, eps: float, comm: Comm | None = None):
         comm = comm or Comm()
         super().__init__(comm, [{"lr": g["lr"]} for g in groups])
-        self.betas, self.eps, self.t, self.units = betas, eps, 0, []
+        self.betas, self.eps, self.t, self.units, self.gathers = betas, eps, 0, [], []
+        self.gather_dtype = [g.get("gather_dtype") or torch.float32 for g in groups]
         for gi, g in enumerate(groups):
             bucket: list = []
             for p in g["params"]:
@@ -754,9 +795,14 @@ class Adam(Sharded):
             p.data = flat[o:o + p.numel()].view_as(p)
             o += p.numel()
         s = size // w
-        self.units.append(dict(params=params, group=group, flat=flat, grads=grads, shard=torch.zeros(s, device=dev),
-                               m=torch.zeros(s, device=dev), v=torch.zeros(s, device=dev),
-                               new=torch.zeros(s, device=dev)))
+        unit = dict(params=params, group=group, flat=flat, grads=grads, shard=torch.zeros(s, device=dev),
+                    m=torch.zeros(s, device=dev), v=torch.zeros(s, device=dev), new=torch.zeros(s, device=dev))
+        low = self.gather_dtype[group]
+        if w > 1 and low != torch.float32:  # gathered in `low`; this rank's slice keeps an fp32 master
+            r = self.comm.rank
+            unit.update(master=flat[r * s:(r + 1) * s].clone(), new=torch.zeros(s, device=dev, dtype=low),
+                        flat_low=torch.zeros(size, device=dev, dtype=low))
+        self.units.append(unit)
 
     def _reduce(self, unit: int):
         u, o = self.units[unit], 0
@@ -774,7 +820,6 @@ class Adam(Sharded):
         (b1, b2), rank = self.betas, self.comm.rank
         self.t += 1
         bc1, bc2 = 1 - b1 ** self.t, 1 - b2 ** self.t
-        gathers = []
         for unit, u in enumerate(self.units):
             self._reduced(unit)
             lr, g, s = self.param_groups[u["group"]]["lr"], u["shard"], u["shard"].numel()
@@ -784,17 +829,29 @@ class Adam(Sharded):
             denom = (u["v"].sqrt() / bc2 ** 0.5).add_(self.eps)
             if self.comm.world == 1:
                 mine.addcdiv_(u["m"], denom, value=-lr / bc1)
-                gathers.append(None)
+            elif "master" in u:
+                u["master"].addcdiv_(u["m"], denom, value=-lr / bc1)
+                u["new"].copy_(u["master"])
+                self.gathers.append((u, self.comm.all_gather(u["flat_low"], u["new"])))
             else:
                 torch.addcdiv(mine, u["m"], denom, value=-lr / bc1, out=u["new"])
-                gathers.append(self.comm.all_gather(u["flat"], u["new"]))
-        for work in gathers:
+                self.gathers.append((u, self.comm.all_gather(u["flat"], u["new"])))
+
+    @torch.no_grad()
+    def wait(self) -> None:
+        """The step's all-gathers, landed (called after Muon's step: they overlapped its math)."""
+        for u, work in self.gathers:
             _wait(work)
+            if "master" in u:
+                u["flat"].copy_(u["flat_low"])
+        self.gathers = []
 
     def _state(self) -> dict:
         out = {}
         for k, u in enumerate(self.units):
             out[f"m{k}"], out[f"v{k}"] = u["m"], u["v"]
+            if "master" in u:
+                out[f"master{k}"] = u["master"]
         return out
 
     def state_dict(self) -> dict:
@@ -805,17 +862,42 @@ class Adam(Sharded):
         self.t = sd["t"]
 
 
+def layers_per_unit(layers: int, world: int) -> int:
+    """Layers per Muon chunk: W/2 (each layer has 4 square and 2 rectangular matrices, so a chunk of W/2
+    layers gives every rank 2 and 1 of them), when that leaves ≥ 2 chunks; one chunk on one rank (nothing to
+    overlap) or when the layers do not split so."""
+    per = world // 2 if world % 2 == 0 else world
+    return per if world > 1 and layers % per == 0 and layers // per >= 2 else layers
+
+
+def optimizer_step(optimizers: list, step: int, h: Hyperparameters) -> None:
+    """The step's schedules, then Adam's step (its all-gathers left in flight), Muon's step (its reduce-scatter
+    waits, Polar Express, its own all-gathers) while they travel, and only then the wait for Adam's."""
+    for opt in optimizers:
+        for g in opt.param_groups:
+            g["lr"] = g["initial_lr"] * lr_multiplier(step, h)
+    for g in optimizers[1].param_groups:
+        g["momentum"] = muon_momentum(step, h)
+    for opt in optimizers:
+        opt.step()
+        opt.zero_grad()
+    for opt in optimizers:
+        opt.wait()
+
+
 def build_optimizers(model: GPT, h: Hyperparameters, comm: Comm | None = None):
     comm = comm or Comm()
     hidden = [p for n, p in model.blocks.named_parameters() if p.ndim >= 2]
+    per = layers_per_unit(len(model.blocks), comm.world)
+    chunk_of = {id(p): i // per for i, b in enumerate(model.blocks) for p in b.parameters()}
     scalars = [p for n, p in model.named_parameters() if p.ndim < 2]
     embeds = [model.embed.weight, *(e.weight for e in model.value_embeds)]
     head = [model.lm_head.weight]
     assert len(hidden) + len(scalars) + len(embeds) + len(head) == len(list(model.parameters()))
-    adam = Adam([dict(params=embeds, lr=h.embed_lr), dict(params=head, lr=h.head_lr),
+    adam = Adam([dict(params=embeds, lr=h.embed_lr, gather_dtype=model.act_dtype), dict(params=head, lr=h.head_lr),
                  dict(params=scalars, lr=h.scalar_lr)], betas=h.adam_betas, eps=1e-10, comm=comm)
     muon = Muon(hidden, lr=h.muon_lr, momentum=h.muon_momentum, weight_decay=h.muon_weight_decay,
-                ns_steps=h.ns_steps, comm=comm)
+                ns_steps=h.ns_steps, comm=comm, chunk_of=chunk_of)
     return [adam, muon]
 
 
@@ -1100,8 +1182,9 @@ def main(argv=None):
     NS_DTYPE = raw_model.act_dtype  # before the optimizers allocate their update buffers in it
     comm = Comm()
     optimizers = build_optimizers(raw_model, h, comm)  # before compiling: Adam's parameters become bucket views
-    model = maybe_compile(raw_model, device, h.compile and not args.no_compile)
-    if device.type == "cuda" and model is not raw_model:
+    compiled = maybe_compile(raw_model, device, h.compile and not args.no_compile)
+    model = compiled or raw_model
+    if compiled is not None and device.type == "cuda":
         optimizers[1].compile_ns()
     num_steps = min(h.num_steps, args.max_steps) if args.max_steps else h.num_steps
     tokens_per_step = h.seq_len * h.batch_seqs * h.grad_accum
@@ -1142,14 +1225,7 @@ def main(argv=None):
             loss.backward()
             total += loss.detach()
         work = comm.all_reduce_mean(total)  # the step's loss on every rank (a divergence anywhere stops all)
-        for opt in optimizers:
-            for g in opt.param_groups:
-                g["lr"] = g["initial_lr"] * lr_multiplier(step, h)
-        for g in optimizers[1].param_groups:
-            g["momentum"] = muon_momentum(step, h)
-        for opt in optimizers:
-            opt.step()
-            opt.zero_grad()
+        optimizer_step(optimizers, step, h)
         _wait(work)  # on NCCL the stream waits, not the host
         return total  # this step's train loss, averaged over ranks
 

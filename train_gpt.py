@@ -517,6 +517,7 @@ class GPT(nn.Module):
         # U-net: the first half's outputs are added, weighted, to the second half's inputs in reverse.
         self.skip_weights = nn.Parameter(torch.ones(h.num_layers // 2))
         self.lm_head = CastedLinear(h.model_dim, h.vocab_size, zero_init=True)
+        self.head_w_max = head_weight_bound(h)  # the FP8 head's static weight scale
         self.attend = None  # set by the trainer: DenseAttention or FlexAttention
         self.act_dtype = torch.float32  # bf16 on CUDA, set by the trainer; weights stay fp32
 
@@ -548,7 +549,8 @@ class GPT(nn.Module):
         x = norm(x)
         c, targets = self.h.logit_softcap, target_seq.reshape(-1)
         if KERNELS.fp8_head is not None and self.training:  # FP8 trains; validation is judged in bf16
-            return KERNELS.fp8_head(x.view(-1, x.size(-1)), self.lm_head.weight, targets, c, reduction)
+            return KERNELS.fp8_head(x.view(-1, x.size(-1)), self.lm_head.weight, targets, c, reduction,
+                                    w_max=self.head_w_max)
         logits = self.lm_head(x).view(-1, self.h.vocab_size)
         if KERNELS.softcap_ce is not None:  # never materialises the fp32 logits
             return KERNELS.softcap_ce(logits, targets, c, reduction)
@@ -1013,6 +1015,13 @@ def lr_multiplier(step: int, h: Hyperparameters) -> float:
         return 1.0
     w = (1 - x) / h.cooldown_frac
     return w + (1 - w) * h.final_lr_frac
+
+
+def head_weight_bound(h: Hyperparameters) -> float:
+    """A bound on |lm_head weight| over the whole run, for the FP8 head's static scale: it starts at zero and
+    Adam moves an element by about lr a step at most (|m̂/√v̂| ≲ 1 for β1 = 0.8 ≤ 1 − √(1 − β2)), so the sum of
+    the schedule's lr, with 1.5× margin. Loose (weights stay far below it) but never overflowed; gpt2-small: ≈17."""
+    return 1.5 * h.head_lr * sum(lr_multiplier(s, h) for s in range(h.num_steps))
 
 
 def muon_momentum(step: int, h: Hyperparameters) -> float:

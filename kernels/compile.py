@@ -105,9 +105,10 @@ def launches(shapes: str = "record") -> list[tuple]:
         g = torch.empty(T, device=meta)
         softcap_ce.grad_into(torch.empty(T, V, device=meta, dtype=bf16), g, x, t, lse, 15.0)
         softcap_ce.grad_into(torch.empty(T, V, device=meta, dtype=fp8_linear.E5M2), g, x, t, lse, 15.0,
-                             torch.empty(1, device=meta))  # fp8_head's backward: the e5m2 store with its scale
+                             torch.empty(1, device=meta), dxt=torch.empty(V, T, device=meta, dtype=fp8_linear.E5M2))
+        # ↑ fp8_head's backward: the e5m2 store with its scale, row-major and transposed
     names = [f"logits {T}×{V} bf16: forward", f"logits {T}×{V}: backward → bf16",
-             f"logits {T}×{V}: backward → e5m2 (fp8_head)"]
+             f"logits {T}×{V}: backward → e5m2 + its transpose (fp8_head)"]
     out += [("softcap_ce", n, *rest) for n, (_, *rest) in zip(names, sink)]
 
     sink = []

@@ -138,6 +138,10 @@ def parse_args(argv=None):
                    help="Triton/FP8 kernels: auto = each one checked at start-up on CUDA, none on CPU; "
                         "on = try them anywhere (CPU needs TRITON_INTERPRET=1: tests); off = torch only")
     p.add_argument("--no-compile", action="store_true", help="eager mode: for smoke runs and tests; its times are not a record's")
+    p.add_argument("--estimate-memory", type=int, metavar="RANKS",
+                   help="print the peak memory per rank of one training step on RANKS ranks (fake tensors: nothing is "
+                        "allocated or run; the CUDA code path unless --cpu-path) as `MEMORY {json}`, then exit")
+    p.add_argument("--cpu-path", action="store_true", help="with --estimate-memory: the CPU code path (dense attention)")
     return p.parse_args(argv)
 
 
@@ -260,13 +264,17 @@ def pick_kernels(device: torch.device, mode: str, say, h: Hyperparameters) -> No
 def node_figures(device: torch.device) -> dict:
     """What this node delivers, measured at start-up (untimed) on every rank and logged, so a reviewer sees
     on what node a time was taken: matmul TFLOP/s (% of peak), all-reduce bandwidth over this run's
-    process group, GPU names and clocks (kernels/node.py, the probes of `speedrun doctor`)."""
+    process group, GPU names and clocks (kernels/node.py, the probes of `speedrun doctor`); and the host
+    (CPU model, cores, RAM): records that do host-side work on the clock depend on it. The run's peak host
+    memory is known only at its end: the `peak memory` line and RESULT carry it."""
+    host = {"cpu": cpu_name(), "cores": os.cpu_count(), "ram_gib": host_ram_gib()}
     try:
         from kernels import node
     except ImportError as e:
-        return {"error": f"kernels/node.py not importable: {e}"}
+        return {"host": host, "error": f"kernels/node.py not importable: {e}"}
     m = node.matmul(device, "bf16", side=4096 if device.type == "cuda" else 512, seconds=0.2)
-    out = {"matmul_bf16_tflops": round(m["tflops"], 3), "matmul_bf16_pct_peak": m["pct_peak"] and round(m["pct_peak"], 1)}
+    out = {"host": host, "matmul_bf16_tflops": round(m["tflops"], 3),
+           "matmul_bf16_pct_peak": m["pct_peak"] and round(m["pct_peak"], 1)}
     if WORLD_SIZE > 1:
         r = node.allreduce(64 if device.type == "cuda" else 4, device, iters=5)
         out.update(allreduce_busbw_gbps=round(r["busbw_gbps"], 2), allreduce_mib=r["bytes"] >> 20)
@@ -1083,6 +1091,21 @@ def cpu_name() -> str:
     return platform.processor() or "unknown"
 
 
+def host_ram_gib() -> float | None:
+    try:
+        return round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2 ** 30, 1)
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def host_peak_mib(device: torch.device) -> int:
+    """The largest resident set of any rank's process so far (MiB), over every rank (a collective)."""
+    rss = torch.tensor(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss >> 10, device=device)  # KiB on Linux
+    if WORLD_SIZE > 1:
+        dist.all_reduce(rss, op=dist.ReduceOp.MAX)
+    return int(rss)
+
+
 def peak_memory(device: torch.device) -> tuple[int, int]:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) >> 20, torch.cuda.max_memory_reserved(device) >> 20
@@ -1114,6 +1137,89 @@ def step_cost(h: Hyperparameters) -> tuple[float, float]:
     return float(flops), float(nbytes)
 
 
+class _FlexFootprint(torch.autograd.Function):
+    """FlexAttention's memory without running it (it has no CPU backward): saves q, k, v, the output and the
+    log-sum-exp, as its kernels do; the backward returns dq, dk, dv."""
+
+    @staticmethod
+    def forward(ctx, q, k, v):
+        out, lse = torch.empty_like(q), q.new_empty(q.shape[:-1], dtype=torch.float32)
+        ctx.save_for_backward(q, k, v, out, lse)
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        q, k, v, _, _ = ctx.saved_tensors
+        return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+
+
+class _LocalComm:
+    """Rank 0 of `world` with the collectives' buffers but no peers: what the memory estimate needs."""
+
+    def __init__(self, world: int):
+        self.rank, self.world = 0, world
+
+    def reduce_scatter(self, out, inp):
+        out.copy_(inp.reshape(-1)[:out.numel()].view_as(out))
+
+    def all_gather(self, out, inp):
+        out.view(self.world, -1).copy_(inp.view(1, -1))
+
+    def all_reduce_mean(self, t):
+        return None
+
+
+def memory_estimate(h: Hyperparameters, world: int, cuda_path: bool = True) -> dict:
+    """Peak memory of one rank over one training step (a micro-batch's forward and backward with the
+    reduce-scatters, then the optimizer step) at the preset's shapes, on `world` ranks, without allocating
+    anything: the model, optimizers and step run on fake tensors (FakeTensorMode) under torch's MemTracker.
+    The CUDA path: bf16 activations, FlexAttention's footprint, the Triton kernels' (fake) outputs and
+    Polar Express in bf16; the CPU path: fp32, dense attention masks, no kernels. Allocator slack and
+    torch.compile's own buffers are not in it (Inductor frees intermediates earlier than eager does)."""
+    global KERNELS, NS_DTYPE
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    from torch.distributed._tools.mem_tracker import MemTracker
+
+    saved = KERNELS, NS_DTYPE
+    try:
+        if cuda_path:
+            try:
+                from kernels.capability import adopt
+                KERNELS = adopt(["softcap_ce", "relu2_linear"])  # xxt is no custom op (no fake): torch's X Xᵀ, same sizes
+            except ImportError:  # no kernels/ or no Triton here: the torch path's (larger) footprint
+                pass
+        NS_DTYPE = torch.bfloat16 if cuda_path else torch.float32
+        with FakeTensorMode(allow_non_fake_inputs=True):
+            model = GPT(h, max(h.seq_len, h.val_seq_len))
+            if cuda_path:
+                model.attend = FlexAttention(h.window_block, h.block_windows)
+                model.attend.__call__ = None  # replaced below: the footprint, not the kernel
+            else:
+                model.attend = DenseAttention(h.window_block if h.block_windows else None)
+            model.attend.eot, model.act_dtype = h.eot_token, NS_DTYPE
+            if cuda_path:
+                flex_masks = model.attend.masks
+                model.attend = type("Footprint", (), {"masks": staticmethod(flex_masks), "eot": h.eot_token,
+                                                      "__call__": lambda self, q, k, v, m, s: _FlexFootprint.apply(q, k, v)})()
+            tracker = MemTracker()
+            tracker.track_external(model)
+            x = torch.randint(0, h.vocab_size, (h.batch_seqs, h.seq_len))
+            with tracker:
+                optimizers = build_optimizers(model, h, _LocalComm(world))  # inside: its state is counted
+                for opt in optimizers:
+                    opt.arm(True)
+                model(x, x, torch.tensor(attention_windows(h.num_steps, h))).backward()
+                optimizer_step(optimizers, 0, h)
+            peak = tracker.get_tracker_snapshot("peak")
+        used = KERNELS.names() if hasattr(KERNELS, "names") else []
+    finally:
+        KERNELS, NS_DTYPE = saved
+    per_device = {str(dev): {str(k).rsplit(".", 1)[-1].lower(): int(v) for k, v in kinds.items()} for dev, kinds in peak.items()}
+    total = max(d.get("total", 0) for d in per_device.values())
+    return {"preset_track": h.track, "ranks": world, "path": "cuda" if cuda_path else "cpu", "kernels": used,
+            "peak_bytes": total, "peak_gib": round(total / 2 ** 30, 2), "by_kind": per_device}
+
+
 def node_peak(device: torch.device) -> float | None:
     """The device's dense bf16 peak in TFLOP/s (kernels/bench.py's table), or None (a CPU, an unknown GPU)."""
     if device.type != "cuda":
@@ -1140,6 +1246,9 @@ def parse_fault(spec: str) -> dict:
 def main(argv=None):
     args = parse_args(argv)
     h = PRESETS[args.preset]
+    if args.estimate_memory:
+        print("MEMORY " + json.dumps(memory_estimate(h, args.estimate_memory, cuda_path=not args.cpu_path)))
+        return None
     fault_plan, fault = parse_fault(os.environ.get("SPEEDRUN_FAULT", "")), {}
     if args.val_every is not None:
         h = replace(h, val_every=args.val_every)
@@ -1315,7 +1424,8 @@ def main(argv=None):
         log(f"step:{step + 1}/{h.num_steps} train_time:{now:.0f}ms step_avg:{now / (step + 1):.2f}ms")
 
     allocated, reserved = peak_memory(device)
-    log(f"peak memory allocated: {allocated} MiB reserved: {reserved} MiB")
+    host_peak = host_peak_mib(device)
+    log(f"peak memory allocated: {allocated} MiB reserved: {reserved} MiB (host: {host_peak} MiB, the largest rank's)")
     recompiles = None if graphs_warm is None else compiled_graphs() - graphs_warm
     if recompiles is not None:
         log(f"compile: {recompiles} recompile(s) after the warm-up")
@@ -1328,7 +1438,7 @@ def main(argv=None):
                   tflops=round(flops * step / max(train_time_ms / 1000, 1e-9) / 1e12, 3),
                   mfu=None if not peak else round(flops * step / max(train_time_ms / 1000, 1e-9) / 1e12
                                                   / (peak * WORLD_SIZE), 4),
-                  peak_memory_mib=allocated, log=str(Path(args.log_dir) / f"{run_id}.txt"))
+                  peak_memory_mib=allocated, peak_host_mib=host_peak, log=str(Path(args.log_dir) / f"{run_id}.txt"))
     log("RESULT " + json.dumps(result))
     if LOG is not None:
         LOG.close()

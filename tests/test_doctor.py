@@ -69,3 +69,19 @@ def test_driver_version_comes_from_nvidia_smi_and_ptxas_from_triton(tmp_path, mo
     line = driver_check(gpus[0]["driver"], ptxas, what)
     major = int(re.search(r"release (\d+)", ptxas)[1])
     assert line.verdict == ("broken" if major >= 13 else "slow") and line.detail["driver"] == "570.86.15"
+
+
+def test_memory_estimate_per_rank_on_fake_tensors():
+    """The doctor's memory line, on this CPU: the gpt2-small preset's peak a rank, estimated on fake tensors
+    (nothing allocated) on its CUDA path with the kernels, lands near the issue's ≈32 GiB and fits an H100
+    (80 GB) with a tenth spare; one rank holds more (the whole optimizer state); the tiny preset fits any host."""
+    from harness.doctor import memory_check
+    from harness.track import load_track
+
+    line = memory_check(load_track("gpt2-small"), [], {})
+    est = line.detail
+    print(line.figure)
+    assert line.verdict == "ok" and est["ranks"] == 8 and est["path"] == "cuda" and 28 < est["peak_bytes"] / 2**30 < 45
+    assert "softcap_ce" in est["kernels"] and est["fits"] and est["capacity_gib"] == 79.6
+    tiny = memory_check(load_track("tiny-cpu"), [], {})
+    assert tiny.verdict == "ok" and tiny.detail["path"] == "cpu" and tiny.detail["peak_bytes"] < 2**30

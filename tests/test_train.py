@@ -441,7 +441,7 @@ def test_the_log_has_the_design_sections(one_rank_log):
     step_lines = [l for l in lines if l.startswith("step:")]
     assert all(re.fullmatch(r"step:\d+/\d+ (val_loss:\d+\.\d{4} )?train_time:\d+ms step_avg:\d+\.\d{2}ms", l)
                for l in step_lines), step_lines
-    assert re.fullmatch(r"peak memory allocated: \d+ MiB reserved: \d+ MiB", lines[-2])
+    assert re.fullmatch(r"peak memory allocated: \d+ MiB reserved: \d+ MiB \(host: \d+ MiB, the largest rank.s\)", lines[-2])
     assert lines[-1].startswith("RESULT ")
     result = json.loads(lines[-1][len("RESULT "):])
     for key in ("val_loss", "train_time_ms", "steps", "seed", "run_id", "track", "code_sha256"):
@@ -491,3 +491,12 @@ def test_gpu_smoke_run_compiles_once_and_uses_the_kernels(fineweb_like, tmp_path
     r = json.loads(log.rstrip().split("\n")[-1][len("RESULT "):])
     assert r["recompiles"] == 0 and r["graphs"] >= 1 and math.isfinite(r["val_loss"]) and r["mfu"] is not None
     assert "fwd+bwd" in log and "attention: flex_attention" in log and "node: {" in log
+
+
+def test_the_log_names_the_host_and_its_peak_memory(one_rank_log):
+    """The `node:` line carries the host's CPU model, cores and RAM; the peak memory line and RESULT carry the
+    run's peak host memory (the largest rank's resident set), known only at the end."""
+    node = json.loads(next(l for l in one_rank_log.splitlines() if l.startswith("node: "))[len("node: "):])
+    assert node["host"]["cpu"] and node["host"]["cores"] >= 1 and node["host"]["ram_gib"] > 0
+    result = json.loads(one_rank_log.rstrip().split("\n")[-1][len("RESULT "):])
+    assert result["peak_host_mib"] > 50 and f"(host: {result['peak_host_mib']} MiB" in one_rank_log

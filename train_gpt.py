@@ -7,6 +7,8 @@
 
     # the main track: 8×H100, FineWeb
     torchrun --standalone --nproc_per_node=8 train_gpt.py --preset gpt2-small --data-dir data/fineweb10B
+    # the same on one GPU (8 micro-batches accumulated a step)
+    python train_gpt.py --preset gpt2-small-1gpu --data-dir data/fineweb10B
 
 Rank 0 writes logs/<run_id>.txt: the source of this file (and of every kernels/*.py it imported),
 a line of 100 '=', the environment, a line of 100 '=', the run, and last one `RESULT {json}` line.
@@ -123,6 +125,9 @@ PRESETS = {
 # doctor` on synthetic shards in FineWeb's format; never a record.
 PRESETS["gpt2-small-smoke"] = replace(PRESETS["gpt2-small"], model_dim=64, num_heads=2, seq_len=512,
                                       val_seq_len=1024, val_tokens=4096, warmup_steps=2)
+# One GPU (track gpt2-small-1gpu): gpt2-small exactly, its 8 micro-batches a step accumulated on one rank.
+PRESETS["gpt2-small-1gpu"] = replace(PRESETS["gpt2-small"], track="gpt2-small-1gpu")
+PRESETS["gpt2-small-1gpu-smoke"] = replace(PRESETS["gpt2-small-smoke"], track="gpt2-small-1gpu")
 
 
 def parse_args(argv=None):

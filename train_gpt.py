@@ -1158,6 +1158,13 @@ class _FlexFootprint(torch.autograd.Function):
         return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
 
 
+class _FlexFootprintAttention(FlexAttention):
+    """FlexAttention's block masks, and its memory footprint in place of its kernel."""
+
+    def __call__(self, q, k, v, mask, scale):
+        return _FlexFootprint.apply(q, k, v)
+
+
 class _LocalComm:
     """Rank 0 of `world` with the collectives' buffers but no peers: what the memory estimate needs."""
 
@@ -1196,16 +1203,9 @@ def memory_estimate(h: Hyperparameters, world: int, cuda_path: bool = True) -> d
         NS_DTYPE = torch.bfloat16 if cuda_path else torch.float32
         with FakeTensorMode(allow_non_fake_inputs=True):
             model = GPT(h, max(h.seq_len, h.val_seq_len))
-            if cuda_path:
-                model.attend = FlexAttention(h.window_block, h.block_windows)
-                model.attend.__call__ = None  # replaced below: the footprint, not the kernel
-            else:
-                model.attend = DenseAttention(h.window_block if h.block_windows else None)
+            model.attend = (_FlexFootprintAttention(h.window_block, h.block_windows) if cuda_path
+                            else DenseAttention(h.window_block if h.block_windows else None))
             model.attend.eot, model.act_dtype = h.eot_token, NS_DTYPE
-            if cuda_path:
-                flex_masks = model.attend.masks
-                model.attend = type("Footprint", (), {"masks": staticmethod(flex_masks), "eot": h.eot_token,
-                                                      "__call__": lambda self, q, k, v, m, s: _FlexFootprint.apply(q, k, v)})()
             tracker = MemTracker()
             tracker.track_external(model)
             x = torch.randint(0, h.vocab_size, (h.batch_seqs, h.seq_len))

@@ -7,6 +7,8 @@
 
     # the main track: 8×H100, FineWeb
     torchrun --standalone --nproc_per_node=8 train_gpt.py --preset gpt2-small --data-dir data/fineweb10B
+    # the same on one GPU (8 micro-batches accumulated a step)
+    python train_gpt.py --preset gpt2-small-1gpu --data-dir data/fineweb10B
 
 Rank 0 writes logs/<run_id>.txt: the source of this file (and of every kernels/*.py it imported),
 a line of 100 '=', the environment, a line of 100 '=', the run, and last one `RESULT {json}` line.
@@ -70,6 +72,8 @@ class Hyperparameters:
     window_max: int = 1024
     window_block: int = 128  # windows are multiples of this (FlexAttention's block size)
     short_window_layers: tuple = ()  # these layers attend over half the window
+    block_windows: bool = False  # windows of whole key blocks (the public records' mask): no partial blocks at
+    # a window's edge, ≈10-15 % fewer attention blocks than token-exact windows at gpt2-small's schedule
     # optimization
     num_steps: int = 1000
     cooldown_frac: float = 0.4  # lr decays linearly to final_lr_frac over the last part
@@ -111,7 +115,7 @@ PRESETS = {
         seq_len=48 * 1024, batch_seqs=1, grad_accum=8, val_seq_len=64 * 1024, val_batch_seqs=1,
         num_layers=12, model_dim=768, num_heads=6, num_value_embeds=3,
         attn_scale=0.12, window_min=128, window_max=1792, window_block=128,
-        short_window_layers=(1, 3, 4, 6, 8, 10),
+        short_window_layers=(1, 3, 4, 6, 8, 10), block_windows=True,
         num_steps=1750, cooldown_frac=0.45, momentum_warmup_steps=300,
         val_every=125, warmup_steps=10,
     ),
@@ -121,6 +125,9 @@ PRESETS = {
 # doctor` on synthetic shards in FineWeb's format; never a record.
 PRESETS["gpt2-small-smoke"] = replace(PRESETS["gpt2-small"], model_dim=64, num_heads=2, seq_len=512,
                                       val_seq_len=1024, val_tokens=4096, warmup_steps=2)
+# One GPU (track gpt2-small-1gpu): gpt2-small exactly, its 8 micro-batches a step accumulated on one rank.
+PRESETS["gpt2-small-1gpu"] = replace(PRESETS["gpt2-small"], track="gpt2-small-1gpu")
+PRESETS["gpt2-small-1gpu-smoke"] = replace(PRESETS["gpt2-small-smoke"], track="gpt2-small-1gpu")
 
 
 def parse_args(argv=None):
@@ -136,6 +143,10 @@ def parse_args(argv=None):
                    help="Triton/FP8 kernels: auto = each one checked at start-up on CUDA, none on CPU; "
                         "on = try them anywhere (CPU needs TRITON_INTERPRET=1: tests); off = torch only")
     p.add_argument("--no-compile", action="store_true", help="eager mode: for smoke runs and tests; its times are not a record's")
+    p.add_argument("--estimate-memory", type=int, metavar="RANKS",
+                   help="print the peak memory per rank of one training step on RANKS ranks (fake tensors: nothing is "
+                        "allocated or run; the CUDA code path unless --cpu-path) as `MEMORY {json}`, then exit")
+    p.add_argument("--cpu-path", action="store_true", help="with --estimate-memory: the CPU code path (dense attention)")
     return p.parse_args(argv)
 
 
@@ -163,6 +174,7 @@ def setup_distributed() -> torch.device:
     WORLD_SIZE = int(os.environ.get("WORLD_SIZE", 1))
     LOCAL_RANK = int(os.environ.get("LOCAL_RANK", 0))
     if torch.cuda.is_available():
+        allocator_conf(os.environ)  # before the first CUDA allocation reads it
         device = torch.device("cuda", LOCAL_RANK)
         torch.cuda.set_device(device)
     else:
@@ -179,6 +191,15 @@ def setup_distributed() -> torch.device:
         else:
             dist.init_process_group(backend="gloo")
     return device
+
+
+def allocator_conf(env) -> None:
+    """expandable_segments:True in PYTORCH_CUDA_ALLOC_CONF unless the user chose otherwise: segments grow in
+    place instead of piling up fixed blocks, so the start-up race's and warm-up's freed memory is reused
+    (without it, GBs stay reserved and fragmented)."""
+    conf = env.get("PYTORCH_CUDA_ALLOC_CONF", "")
+    if "expandable_segments" not in conf:
+        env["PYTORCH_CUDA_ALLOC_CONF"] = ",".join(filter(None, [conf, "expandable_segments:True"]))
 
 
 def sync(device: torch.device):
@@ -225,28 +246,40 @@ def kernel_shapes(h: Hyperparameters) -> dict:
 
 def pick_kernels(device: torch.device, mode: str, say, h: Hyperparameters) -> None:
     """Triton kernels and FP8 where they matched the reference at this preset's shapes and, on CUDA, were
-    not slower than the torch path; else the torch path. Runs before the log is written, so that the
-    log embeds the kernels/*.py files it imported."""
+    not slower than the compiled torch path; else the torch path. Rank 0 decides and broadcasts: a race on
+    every rank could pick differently (noise), while the log shows rank 0's lines. Runs before the log is
+    written, so that the log embeds the kernels/*.py files it imported."""
     global KERNELS
     if mode == "off":
         return say("kernels: off (--kernels off) → torch reference everywhere")
     try:
-        from kernels.capability import select
-    except ImportError as e:  # e.g. a copy of this file without its kernels/ folder
+        from kernels.capability import adopt, select
+    except ImportError as e:  # e.g. a copy of this file without its kernels/ folder (the same on every rank)
         return say(f"kernels: cannot import kernels/ ({e}) → torch reference everywhere")
-    KERNELS = select(device, mode, say=say, shapes=kernel_shapes(h) if device.type == "cuda" else None)
+    chosen = select(device, mode, say=say, shapes=kernel_shapes(h) if device.type == "cuda" else None) \
+        if RANK == 0 else None
+    names = [chosen.names() if RANK == 0 else None]
+    if WORLD_SIZE > 1:
+        dist.broadcast_object_list(names, src=0)
+    KERNELS = chosen if RANK == 0 else adopt(names[0])
+    if device.type == "cuda":
+        torch.cuda.empty_cache()  # the race's record-shape inputs would stay reserved (tens of GB) otherwise
 
 
 def node_figures(device: torch.device) -> dict:
     """What this node delivers, measured at start-up (untimed) on every rank and logged, so a reviewer sees
     on what node a time was taken: matmul TFLOP/s (% of peak), all-reduce bandwidth over this run's
-    process group, GPU names and clocks (kernels/node.py, the probes of `speedrun doctor`)."""
+    process group, GPU names and clocks (kernels/node.py, the probes of `speedrun doctor`); and the host
+    (CPU model, cores, RAM): records that do host-side work on the clock depend on it. The run's peak host
+    memory is known only at its end: the `peak memory` line and RESULT carry it."""
+    host = {"cpu": cpu_name(), "cores": os.cpu_count(), "ram_gib": host_ram_gib()}
     try:
         from kernels import node
     except ImportError as e:
-        return {"error": f"kernels/node.py not importable: {e}"}
+        return {"host": host, "error": f"kernels/node.py not importable: {e}"}
     m = node.matmul(device, "bf16", side=4096 if device.type == "cuda" else 512, seconds=0.2)
-    out = {"matmul_bf16_tflops": round(m["tflops"], 3), "matmul_bf16_pct_peak": m["pct_peak"] and round(m["pct_peak"], 1)}
+    out = {"host": host, "matmul_bf16_tflops": round(m["tflops"], 3),
+           "matmul_bf16_pct_peak": m["pct_peak"] and round(m["pct_peak"], 1)}
     if WORLD_SIZE > 1:
         r = node.allreduce(64 if device.type == "cuda" else 4, device, iters=5)
         out.update(allreduce_busbw_gbps=round(r["busbw_gbps"], 2), allreduce_mib=r["bytes"] >> 20)
@@ -256,17 +289,35 @@ def node_figures(device: torch.device) -> dict:
     return out
 
 
-def maybe_compile(model: nn.Module, device: torch.device, enabled: bool) -> nn.Module:
-    """torch.compile where it can work. On CPU it needs a C++ compiler, and pays (tiny preset, 2 cores:
-    ~40 s to compile, untimed; steps 435 → 335 ms)."""
+def maybe_compile(model: "GPT", device: torch.device, enabled: bool) -> nn.Module | None:
+    """torch.compile where it can work: the model to call, or None (eager). On several ranks block by block
+    (`compile_blocks`: the gradients' reduce-scatters overlap the backward); on one rank there is nothing to
+    overlap and the model is one graph. On CPU it needs a C++ compiler, and pays (tiny preset, 2 cores: ~40 s
+    to compile, untimed; steps 435 → 335 ms)."""
     if not enabled:
         print0("compile: off (eager) — times from this run are not comparable with a record's")
-        return model
+        return None
     if device.type == "cpu" and not any(shutil.which(c) for c in (os.environ.get("CXX", "g++"), "c++", "clang++")):
         print0("compile: no C++ compiler on PATH → eager on CPU (slower steps)")
+        return None
+    if WORLD_SIZE > 1:
+        print0(f"compile: torch.compile on {device.type}, block by block (compiles during the untimed warm-up)")
+        compile_blocks(model)
         return model
     print0(f"compile: torch.compile on {device.type} (compiles during the untimed warm-up)")
-    return torch.compile(model, dynamic=False)
+    return torch.compile(model, dynamic=False, fullgraph=True)  # a graph break is an error, not a silent slowdown
+
+
+def compile_blocks(model: "GPT", backend: str = "inductor") -> None:
+    """The stem, each block and the head compiled separately (fullgraph: a graph break is an error, not a
+    silent slowdown). One graph for the whole model would also be one backward: every gradient, and so every
+    post-accumulate-grad hook, lands only after all of it, and no reduce-scatter overlaps the backward. Block
+    by block, a block's gradients land (and its unit's reduce-scatter starts) as its own backward ends, while
+    the earlier blocks' still run. The blocks share their graphs (same code and shapes)."""
+    kw = dict(dynamic=False, fullgraph=True, backend=backend)
+    model.stem, model.head = torch.compile(model.stem, **kw), torch.compile(model.head, **kw)
+    for block in model.blocks:
+        block.compile(**kw)
 
 
 def compiled_graphs() -> int | None:
@@ -291,10 +342,13 @@ def graph_breaks() -> int:
 # (block-sparse, CUDA); SDPA a dense mask (CPU, where FlexAttention has no backward). Both attend over
 # exactly the same keys: the block masks carry the token-level mask for their partial blocks.
 
-def doc_causal_window(docs: Tensor, window: Tensor):
+def doc_causal_window(docs: Tensor, window: Tensor, block: int | None = None):
+    """Causal, same document, and within the window: token-exact (q − kv < window), or with `block` in whole
+    blocks (the key's block is fewer than window / block blocks behind the query's)."""
     def mask_mod(b, h, q_idx, kv_idx):
         same_doc = docs[b, q_idx] == docs[b, kv_idx]
-        return (q_idx >= kv_idx) & same_doc & (q_idx - kv_idx < window)
+        near = (q_idx - kv_idx < window) if block is None else ((q_idx // block - kv_idx // block) * block < window)
+        return (q_idx >= kv_idx) & same_doc & near
     return mask_mod
 
 
@@ -302,13 +356,16 @@ class DenseAttention:
     """SDPA with a boolean (B, 1, T, T) mask evaluated from the mask function."""
     name = "SDPA with a dense doc-causal-window mask"
 
+    def __init__(self, window_block: int | None = None):
+        self.window_block = window_block  # windows in whole blocks of this size, or token-exact (None)
+
     def masks(self, input_seq: Tensor, windows: Tensor):
         B, T = input_seq.shape
         docs = (input_seq == self.eot).cumsum(1)
         b = torch.arange(B, device=input_seq.device)[:, None, None, None]
         i = torch.arange(T, device=input_seq.device)
-        return tuple(doc_causal_window(docs, windows[k])(b, None, i[None, None, :, None], i[None, None, None, :])
-                     for k in range(2))
+        return tuple(doc_causal_window(docs, windows[k], self.window_block)(b, None, i[None, None, :, None],
+                                                                            i[None, None, None, :]) for k in range(2))
 
     def __call__(self, q, k, v, mask, scale):
         if q.dtype == torch.bfloat16:
@@ -324,9 +381,9 @@ class FlexAttention:
     never a T×T mask (48k² at the record shape)."""
     name = "flex_attention with block masks from document boundaries"
 
-    def __init__(self, block: int):
+    def __init__(self, block: int, block_windows: bool = False):
         from torch.nn.attention.flex_attention import BlockMask, flex_attention
-        self.BlockMask, self.flex, self.block = BlockMask, flex_attention, block
+        self.BlockMask, self.flex, self.block, self.block_windows = BlockMask, flex_attention, block, block_windows
 
     def masks(self, input_seq: Tensor, windows: Tensor):
         B, T = input_seq.shape
@@ -340,10 +397,15 @@ class FlexAttention:
         out = []
         for k in range(2):
             w = windows[k]
-            some = (qb >= kb) & ((qb - kb) * bs - (bs - 1) < w) & doc_any  # some (q, kv) of the pair attends
-            every = (qb > kb) & ((qb - kb) * bs + (bs - 1) < w) & doc_all  # every (q, kv) attends: no mask_mod
+            if self.block_windows:  # a block pair is in the window or not: partial only on the diagonal, at docs
+                near = near_all = (qb - kb) * bs < w
+            else:
+                near, near_all = (qb - kb) * bs - (bs - 1) < w, (qb - kb) * bs + (bs - 1) < w
+            some = (qb >= kb) & near & doc_any  # some (q, kv) of the pair attends
+            every = (qb > kb) & near_all & doc_all  # every (q, kv) attends: no mask_mod
             (pn, pi), (fn, fi) = self._ordered(some & ~every), self._ordered(every)
-            out.append(self.BlockMask.from_kv_blocks(pn, pi, fn, fi, BLOCK_SIZE=bs, mask_mod=doc_causal_window(docs, w)))
+            mod = doc_causal_window(docs, w, bs if self.block_windows else None)
+            out.append(self.BlockMask.from_kv_blocks(pn, pi, fn, fi, BLOCK_SIZE=bs, mask_mod=mod))
         return tuple(out)
 
     @staticmethod
@@ -356,13 +418,14 @@ class FlexAttention:
         return self.flex(q, k, v, block_mask=mask, scale=scale)
 
 
-def pick_attention(device: torch.device, eot: int, block: int):
-    attn = FlexAttention(block) if device.type == "cuda" else DenseAttention()
+def pick_attention(device: torch.device, eot: int, block: int, block_windows: bool = False):
+    attn = FlexAttention(block, block_windows) if device.type == "cuda" else DenseAttention(block if block_windows else None)
     attn.eot = eot
+    how = f"; windows of whole {block}-token key blocks" if block_windows else ""
     if device.type != "cuda":
-        print0(f"attention: CPU → {attn.name} (FlexAttention has no CPU backward)")
+        print0(f"attention: CPU → {attn.name} (FlexAttention has no CPU backward){how}")
     else:
-        print0(f"attention: {attn.name}")
+        print0(f"attention: {attn.name}{how}")
     return attn
 
 
@@ -448,7 +511,9 @@ class Block(nn.Module):
         self.mlp = MLP(h.model_dim, h.mlp_ratio)
         self.lambdas = nn.Parameter(torch.tensor([1.0, 0.0]))  # mixes the residual with x0
 
-    def forward(self, x, x0, ve, mask, attend):
+    def forward(self, x, x0, ve, mask, attend, skip=None, skip_weight=None):
+        if skip is not None:  # the U-net's skip, added here so that it runs inside the block's compiled graph
+            x = x + skip_weight * skip
         x = self.lambdas[0] * x + self.lambdas[1] * x0
         x = x + self.attn(norm(x), ve, mask, attend)
         return x + self.mlp(norm(x))
@@ -465,6 +530,7 @@ class GPT(nn.Module):
         # U-net: the first half's outputs are added, weighted, to the second half's inputs in reverse.
         self.skip_weights = nn.Parameter(torch.ones(h.num_layers // 2))
         self.lm_head = CastedLinear(h.model_dim, h.vocab_size, zero_init=True)
+        self.head_w_max = head_weight_bound(h)  # the FP8 head's static weight scale
         self.attend = None  # set by the trainer: DenseAttention or FlexAttention
         self.act_dtype = torch.float32  # bf16 on CUDA, set by the trainer; weights stay fp32
 
@@ -476,21 +542,28 @@ class GPT(nn.Module):
     def forward(self, input_seq: Tensor, target_seq: Tensor, windows: Tensor, reduction: str = "mean") -> Tensor:
         """The loss of target_seq given input_seq; `windows` = (long, short) attention windows in tokens, a
         tensor, so every window of the schedule runs through one compiled graph."""
-        long_mask, short_mask = self.attend.masks(input_seq, windows)
-        x = x0 = norm(self.embed(input_seq).to(self.act_dtype))
-        ves = [ve if ve is None else ve.to(self.act_dtype) for ve in self.layer_value_embeds(input_seq)]
-        skips, half = [], self.h.num_layers // 2
+        (long_mask, short_mask), x0, ves = self.stem(input_seq, windows)
+        x, skips, half = x0, [], self.h.num_layers // 2
         for i, block in enumerate(self.blocks):
-            if i >= half and skips:
-                x = x + self.skip_weights[i - half] * skips.pop()
+            skip = skips.pop() if i >= half and skips else None
             mask = short_mask if i in self.h.short_window_layers else long_mask
-            x = block(x, x0, ves[i], mask, self.attend)
+            x = block(x, x0, ves[i], mask, self.attend, skip, None if skip is None else self.skip_weights[i - half])
             if i < half:
                 skips.append(x)
+        return self.head(x, target_seq, reduction)
+
+    def stem(self, input_seq: Tensor, windows: Tensor):
+        """The masks, the normed embedding x0 and each layer's value embedding (or None)."""
+        masks = self.attend.masks(input_seq, windows)
+        x0 = norm(self.embed(input_seq).to(self.act_dtype))
+        return masks, x0, [ve if ve is None else ve.to(self.act_dtype) for ve in self.layer_value_embeds(input_seq)]
+
+    def head(self, x: Tensor, target_seq: Tensor, reduction: str) -> Tensor:
         x = norm(x)
         c, targets = self.h.logit_softcap, target_seq.reshape(-1)
         if KERNELS.fp8_head is not None and self.training:  # FP8 trains; validation is judged in bf16
-            return KERNELS.fp8_head(x.view(-1, x.size(-1)), self.lm_head.weight, targets, c, reduction)
+            return KERNELS.fp8_head(x.view(-1, x.size(-1)), self.lm_head.weight, targets, c, reduction,
+                                    w_max=self.head_w_max)
         logits = self.lm_head(x).view(-1, self.h.vocab_size)
         if KERNELS.softcap_ce is not None:  # never materialises the fp32 logits
             return KERNELS.softcap_ce(logits, targets, c, reduction)
@@ -606,6 +679,9 @@ class Sharded:
         work = self.pending.pop(unit) if unit in self.pending else self._reduce(unit)
         _wait(work)
 
+    def wait(self) -> None:
+        """Collectives `step` left in flight (Adam's all-gathers); nothing by default."""
+
     def zero_grad(self) -> None:
         for unit in self.units:
             for p in unit["params"]:
@@ -627,21 +703,26 @@ class Muon(Sharded):
     The work item is a matrix: a 2-D parameter, or each of a stacked (n, rows, cols) parameter's n (Q, K
     and V). Items are grouped by shape, the long side last (a tall matrix is iterated transposed
     anyway), padded to a multiple of the world size, and rank r owns a contiguous 1/world of each
-    group: at gpt2-small 48 matrices of 768×768 and 24 of 768×3072, 6 and 3 per rank of 8. A group's
+    group: at gpt2-small 48 matrices of 768×768 and 24 of 768×3072, 6 and 3 per rank of 8. On several ranks
+    the groups are also split by layer chunk (`chunk_of`; layers_per_unit): gpt2-small on 8 ranks has 3
+    chunks of 4 layers (16 and 8 matrices: 2 and 1 per rank), so the last chunk's reduce-scatter starts while
+    the first 8 layers' backward still runs. A group's
     gradients are reduce-scattered as one (n_pad, rows, cols) tensor; its owners' momentum, Polar
     Express (batched) and updates are theirs alone; the bf16 updates are all-gathered."""
 
     def __init__(self, params, lr: float, momentum: float, weight_decay: float = 0.0, ns_steps: int = 5,
-                 comm: Comm | None = None):
+                 comm: Comm | None = None, chunk_of: dict | None = None):
         comm = comm or Comm()
         super().__init__(comm, [dict(lr=lr, momentum=momentum, weight_decay=weight_decay, ns_steps=ns_steps)])
         by_shape: dict[tuple, list] = {}
         for p in params:
             for i in (range(p.size(0)) if p.ndim == 3 else [None]):
                 r, c = p.shape[-2:]
-                by_shape.setdefault((min(r, c), max(r, c)), []).append((p, i, r > c))
+                chunk = (chunk_of or {}).get(id(p), 0)
+                by_shape.setdefault((chunk, min(r, c), max(r, c)), []).append((p, i, r > c))
         self.units = []
-        for (r, c), items in sorted(by_shape.items(), key=lambda e: -e[0][0] * e[0][1]):
+        # the last layers' chunk first: its gradients are the backward's first, its reduce-scatter starts first
+        for (_, r, c), items in sorted(by_shape.items(), key=lambda e: (-e[0][0], -e[0][1] * e[0][2])):
             k = -(-len(items) // comm.world)  # items per rank
             n = k * comm.world
             f = dict(device=items[0][0].device, dtype=items[0][0].dtype)  # fp32 masters (fp64 in tests)
@@ -693,12 +774,19 @@ class Adam(Sharded):
     parameters, up to ADAM_BUCKET elements) become views of one fp32 buffer and their gradients are packed
     into another, so a reduce-scatter hands each rank the averaged gradient of its 1/world slice, the rank
     updates that slice (its moments are the only ones it keeps), and an all-gather refreshes every copy
-    in place. The arithmetic is torch.optim.Adam's (bias-corrected, eps added to the corrected √v)."""
+    in place. The arithmetic is torch.optim.Adam's (bias-corrected, eps added to the corrected √v).
+
+    `step` launches the all-gathers and returns; `wait` (after Muon's step) waits for them, so Muon's Polar
+    Express runs while they travel. A group with `gather_dtype` (the embeddings: bf16 on CUDA) is gathered
+    in it, half the bytes: the forward reads them only through a cast to that dtype, so it sees the same
+    values; the owner keeps its slice's fp32 master. Gradients are reduced in fp32 (a bf16 sum of 8 ranks'
+    gradients would round each partial sum)."""
 
     def __init__(self, groups: list[dict], betas: tuple, eps: float, comm: Comm | None = None):
         comm = comm or Comm()
         super().__init__(comm, [{"lr": g["lr"]} for g in groups])
-        self.betas, self.eps, self.t, self.units = betas, eps, 0, []
+        self.betas, self.eps, self.t, self.units, self.gathers = betas, eps, 0, [], []
+        self.gather_dtype = [g.get("gather_dtype") or torch.float32 for g in groups]
         for gi, g in enumerate(groups):
             bucket: list = []
             for p in g["params"]:
@@ -722,9 +810,14 @@ class Adam(Sharded):
             p.data = flat[o:o + p.numel()].view_as(p)
             o += p.numel()
         s = size // w
-        self.units.append(dict(params=params, group=group, flat=flat, grads=grads, shard=torch.zeros(s, device=dev),
-                               m=torch.zeros(s, device=dev), v=torch.zeros(s, device=dev),
-                               new=torch.zeros(s, device=dev)))
+        unit = dict(params=params, group=group, flat=flat, grads=grads, shard=torch.zeros(s, device=dev),
+                    m=torch.zeros(s, device=dev), v=torch.zeros(s, device=dev), new=torch.zeros(s, device=dev))
+        low = self.gather_dtype[group]
+        if w > 1 and low != torch.float32:  # gathered in `low`; this rank's slice keeps an fp32 master
+            r = self.comm.rank
+            unit.update(master=flat[r * s:(r + 1) * s].clone(), new=torch.zeros(s, device=dev, dtype=low),
+                        flat_low=torch.zeros(size, device=dev, dtype=low))
+        self.units.append(unit)
 
     def _reduce(self, unit: int):
         u, o = self.units[unit], 0
@@ -742,7 +835,6 @@ class Adam(Sharded):
         (b1, b2), rank = self.betas, self.comm.rank
         self.t += 1
         bc1, bc2 = 1 - b1 ** self.t, 1 - b2 ** self.t
-        gathers = []
         for unit, u in enumerate(self.units):
             self._reduced(unit)
             lr, g, s = self.param_groups[u["group"]]["lr"], u["shard"], u["shard"].numel()
@@ -752,17 +844,29 @@ class Adam(Sharded):
             denom = (u["v"].sqrt() / bc2 ** 0.5).add_(self.eps)
             if self.comm.world == 1:
                 mine.addcdiv_(u["m"], denom, value=-lr / bc1)
-                gathers.append(None)
+            elif "master" in u:
+                u["master"].addcdiv_(u["m"], denom, value=-lr / bc1)
+                u["new"].copy_(u["master"])
+                self.gathers.append((u, self.comm.all_gather(u["flat_low"], u["new"])))
             else:
                 torch.addcdiv(mine, u["m"], denom, value=-lr / bc1, out=u["new"])
-                gathers.append(self.comm.all_gather(u["flat"], u["new"]))
-        for work in gathers:
+                self.gathers.append((u, self.comm.all_gather(u["flat"], u["new"])))
+
+    @torch.no_grad()
+    def wait(self) -> None:
+        """The step's all-gathers, landed (called after Muon's step: they overlapped its math)."""
+        for u, work in self.gathers:
             _wait(work)
+            if "master" in u:
+                u["flat"].copy_(u["flat_low"])
+        self.gathers = []
 
     def _state(self) -> dict:
         out = {}
         for k, u in enumerate(self.units):
             out[f"m{k}"], out[f"v{k}"] = u["m"], u["v"]
+            if "master" in u:
+                out[f"master{k}"] = u["master"]
         return out
 
     def state_dict(self) -> dict:
@@ -773,17 +877,42 @@ class Adam(Sharded):
         self.t = sd["t"]
 
 
+def layers_per_unit(layers: int, world: int) -> int:
+    """Layers per Muon chunk: W/2 (each layer has 4 square and 2 rectangular matrices, so a chunk of W/2
+    layers gives every rank 2 and 1 of them), when that leaves ≥ 2 chunks; one chunk on one rank (nothing to
+    overlap) or when the layers do not split so."""
+    per = world // 2 if world % 2 == 0 else world
+    return per if world > 1 and layers % per == 0 and layers // per >= 2 else layers
+
+
+def optimizer_step(optimizers: list, step: int, h: Hyperparameters) -> None:
+    """The step's schedules, then Adam's step (its all-gathers left in flight), Muon's step (its reduce-scatter
+    waits, Polar Express, its own all-gathers) while they travel, and only then the wait for Adam's."""
+    for opt in optimizers:
+        for g in opt.param_groups:
+            g["lr"] = g["initial_lr"] * lr_multiplier(step, h)
+    for g in optimizers[1].param_groups:
+        g["momentum"] = muon_momentum(step, h)
+    for opt in optimizers:
+        opt.step()
+        opt.zero_grad()
+    for opt in optimizers:
+        opt.wait()
+
+
 def build_optimizers(model: GPT, h: Hyperparameters, comm: Comm | None = None):
     comm = comm or Comm()
     hidden = [p for n, p in model.blocks.named_parameters() if p.ndim >= 2]
+    per = layers_per_unit(len(model.blocks), comm.world)
+    chunk_of = {id(p): i // per for i, b in enumerate(model.blocks) for p in b.parameters()}
     scalars = [p for n, p in model.named_parameters() if p.ndim < 2]
     embeds = [model.embed.weight, *(e.weight for e in model.value_embeds)]
     head = [model.lm_head.weight]
     assert len(hidden) + len(scalars) + len(embeds) + len(head) == len(list(model.parameters()))
-    adam = Adam([dict(params=embeds, lr=h.embed_lr), dict(params=head, lr=h.head_lr),
+    adam = Adam([dict(params=embeds, lr=h.embed_lr, gather_dtype=model.act_dtype), dict(params=head, lr=h.head_lr),
                  dict(params=scalars, lr=h.scalar_lr)], betas=h.adam_betas, eps=1e-10, comm=comm)
     muon = Muon(hidden, lr=h.muon_lr, momentum=h.muon_momentum, weight_decay=h.muon_weight_decay,
-                ns_steps=h.ns_steps, comm=comm)
+                ns_steps=h.ns_steps, comm=comm, chunk_of=chunk_of)
     return [adam, muon]
 
 
@@ -901,6 +1030,13 @@ def lr_multiplier(step: int, h: Hyperparameters) -> float:
     return w + (1 - w) * h.final_lr_frac
 
 
+def head_weight_bound(h: Hyperparameters) -> float:
+    """A bound on |lm_head weight| over the whole run, for the FP8 head's static scale: it starts at zero and
+    Adam moves an element by about lr a step at most (|m̂/√v̂| ≲ 1 for β1 = 0.8 ≤ 1 − √(1 − β2)), so the sum of
+    the schedule's lr, with 1.5× margin. Loose (weights stay far below it) but never overflowed; gpt2-small: ≈17."""
+    return 1.5 * h.head_lr * sum(lr_multiplier(s, h) for s in range(h.num_steps))
+
+
 def muon_momentum(step: int, h: Hyperparameters) -> float:
     frac = min(step / max(h.momentum_warmup_steps, 1), 1)
     return (1 - frac) * h.muon_momentum_min + frac * h.muon_momentum
@@ -910,6 +1046,8 @@ def attention_windows(step: int, h: Hyperparameters) -> tuple[int, int]:
     """(long, short) window in tokens, grown linearly and rounded to whole blocks."""
     w = h.window_min + (h.window_max - h.window_min) * min(step / h.num_steps, 1)
     long = max(h.window_block, int(round(w / h.window_block)) * h.window_block)
+    if h.block_windows:  # half as many whole blocks
+        return long, max(1, long // h.window_block // 2) * h.window_block
     return long, max(h.window_block, long // 2)
 
 
@@ -958,6 +1096,21 @@ def cpu_name() -> str:
     return platform.processor() or "unknown"
 
 
+def host_ram_gib() -> float | None:
+    try:
+        return round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2 ** 30, 1)
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def host_peak_mib(device: torch.device) -> int:
+    """The largest resident set of any rank's process so far (MiB), over every rank (a collective)."""
+    rss = torch.tensor(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss >> 10, device=device)  # KiB on Linux
+    if WORLD_SIZE > 1:
+        dist.all_reduce(rss, op=dist.ReduceOp.MAX)
+    return int(rss)
+
+
 def peak_memory(device: torch.device) -> tuple[int, int]:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) >> 20, torch.cuda.max_memory_reserved(device) >> 20
@@ -989,6 +1142,89 @@ def step_cost(h: Hyperparameters) -> tuple[float, float]:
     return float(flops), float(nbytes)
 
 
+class _FlexFootprint(torch.autograd.Function):
+    """FlexAttention's memory without running it (it has no CPU backward): saves q, k, v, the output and the
+    log-sum-exp, as its kernels do; the backward returns dq, dk, dv."""
+
+    @staticmethod
+    def forward(ctx, q, k, v):
+        out, lse = torch.empty_like(q), q.new_empty(q.shape[:-1], dtype=torch.float32)
+        ctx.save_for_backward(q, k, v, out, lse)
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        q, k, v, _, _ = ctx.saved_tensors
+        return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+
+
+class _FlexFootprintAttention(FlexAttention):
+    """FlexAttention's block masks, and its memory footprint in place of its kernel."""
+
+    def __call__(self, q, k, v, mask, scale):
+        return _FlexFootprint.apply(q, k, v)
+
+
+class _LocalComm:
+    """Rank 0 of `world` with the collectives' buffers but no peers: what the memory estimate needs."""
+
+    def __init__(self, world: int):
+        self.rank, self.world = 0, world
+
+    def reduce_scatter(self, out, inp):
+        out.copy_(inp.reshape(-1)[:out.numel()].view_as(out))
+
+    def all_gather(self, out, inp):
+        out.view(self.world, -1).copy_(inp.view(1, -1))
+
+    def all_reduce_mean(self, t):
+        return None
+
+
+def memory_estimate(h: Hyperparameters, world: int, cuda_path: bool = True) -> dict:
+    """Peak memory of one rank over one training step (a micro-batch's forward and backward with the
+    reduce-scatters, then the optimizer step) at the preset's shapes, on `world` ranks, without allocating
+    anything: the model, optimizers and step run on fake tensors (FakeTensorMode) under torch's MemTracker.
+    The CUDA path: bf16 activations, FlexAttention's footprint, the Triton kernels' (fake) outputs and
+    Polar Express in bf16; the CPU path: fp32, dense attention masks, no kernels. Allocator slack and
+    torch.compile's own buffers are not in it (Inductor frees intermediates earlier than eager does)."""
+    global KERNELS, NS_DTYPE
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    from torch.distributed._tools.mem_tracker import MemTracker
+
+    saved = KERNELS, NS_DTYPE
+    try:
+        if cuda_path:
+            try:
+                from kernels.capability import adopt
+                KERNELS = adopt(["softcap_ce", "relu2_linear"])  # xxt is no custom op (no fake): torch's X Xᵀ, same sizes
+            except ImportError:  # no kernels/ or no Triton here: the torch path's (larger) footprint
+                pass
+        NS_DTYPE = torch.bfloat16 if cuda_path else torch.float32
+        with FakeTensorMode(allow_non_fake_inputs=True):
+            model = GPT(h, max(h.seq_len, h.val_seq_len))
+            model.attend = (_FlexFootprintAttention(h.window_block, h.block_windows) if cuda_path
+                            else DenseAttention(h.window_block if h.block_windows else None))
+            model.attend.eot, model.act_dtype = h.eot_token, NS_DTYPE
+            tracker = MemTracker()
+            tracker.track_external(model)
+            x = torch.randint(0, h.vocab_size, (h.batch_seqs, h.seq_len))
+            with tracker:
+                optimizers = build_optimizers(model, h, _LocalComm(world))  # inside: its state is counted
+                for opt in optimizers:
+                    opt.arm(True)
+                model(x, x, torch.tensor(attention_windows(h.num_steps, h))).backward()
+                optimizer_step(optimizers, 0, h)
+            peak = tracker.get_tracker_snapshot("peak")
+        used = KERNELS.names() if hasattr(KERNELS, "names") else []
+    finally:
+        KERNELS, NS_DTYPE = saved
+    per_device = {str(dev): {str(k).rsplit(".", 1)[-1].lower(): int(v) for k, v in kinds.items()} for dev, kinds in peak.items()}
+    total = max(d.get("total", 0) for d in per_device.values())
+    return {"preset_track": h.track, "ranks": world, "path": "cuda" if cuda_path else "cpu", "kernels": used,
+            "peak_bytes": total, "peak_gib": round(total / 2 ** 30, 2), "by_kind": per_device}
+
+
 def node_peak(device: torch.device) -> float | None:
     """The device's dense bf16 peak in TFLOP/s (kernels/bench.py's table), or None (a CPU, an unknown GPU)."""
     if device.type != "cuda":
@@ -1015,6 +1251,9 @@ def parse_fault(spec: str) -> dict:
 def main(argv=None):
     args = parse_args(argv)
     h = PRESETS[args.preset]
+    if args.estimate_memory:
+        print("MEMORY " + json.dumps(memory_estimate(h, args.estimate_memory, cuda_path=not args.cpu_path)))
+        return None
     fault_plan, fault = parse_fault(os.environ.get("SPEEDRUN_FAULT", "")), {}
     if args.val_every is not None:
         h = replace(h, val_every=args.val_every)
@@ -1057,7 +1296,7 @@ def main(argv=None):
     log(f"hyperparameters: {json.dumps(asdict(h))}", console=False)
 
     # Every derived quantity, once.
-    attend = pick_attention(device, h.eot_token, h.window_block)
+    attend = pick_attention(device, h.eot_token, h.window_block, h.block_windows)
     for line in kernel_lines:
         log(line)
     torch.manual_seed(args.seed)  # same seed on every rank: identical initial weights, nothing to broadcast
@@ -1066,8 +1305,9 @@ def main(argv=None):
     NS_DTYPE = raw_model.act_dtype  # before the optimizers allocate their update buffers in it
     comm = Comm()
     optimizers = build_optimizers(raw_model, h, comm)  # before compiling: Adam's parameters become bucket views
-    model = maybe_compile(raw_model, device, h.compile and not args.no_compile)
-    if device.type == "cuda" and model is not raw_model:
+    compiled = maybe_compile(raw_model, device, h.compile and not args.no_compile)
+    model = compiled or raw_model
+    if compiled is not None and device.type == "cuda":
         optimizers[1].compile_ns()
     num_steps = min(h.num_steps, args.max_steps) if args.max_steps else h.num_steps
     tokens_per_step = h.seq_len * h.batch_seqs * h.grad_accum
@@ -1108,14 +1348,7 @@ def main(argv=None):
             loss.backward()
             total += loss.detach()
         work = comm.all_reduce_mean(total)  # the step's loss on every rank (a divergence anywhere stops all)
-        for opt in optimizers:
-            for g in opt.param_groups:
-                g["lr"] = g["initial_lr"] * lr_multiplier(step, h)
-        for g in optimizers[1].param_groups:
-            g["momentum"] = muon_momentum(step, h)
-        for opt in optimizers:
-            opt.step()
-            opt.zero_grad()
+        optimizer_step(optimizers, step, h)
         _wait(work)  # on NCCL the stream waits, not the host
         return total  # this step's train loss, averaged over ranks
 
@@ -1196,7 +1429,8 @@ def main(argv=None):
         log(f"step:{step + 1}/{h.num_steps} train_time:{now:.0f}ms step_avg:{now / (step + 1):.2f}ms")
 
     allocated, reserved = peak_memory(device)
-    log(f"peak memory allocated: {allocated} MiB reserved: {reserved} MiB")
+    host_peak = host_peak_mib(device)
+    log(f"peak memory allocated: {allocated} MiB reserved: {reserved} MiB (host: {host_peak} MiB, the largest rank's)")
     recompiles = None if graphs_warm is None else compiled_graphs() - graphs_warm
     if recompiles is not None:
         log(f"compile: {recompiles} recompile(s) after the warm-up")
@@ -1209,7 +1443,7 @@ def main(argv=None):
                   tflops=round(flops * step / max(train_time_ms / 1000, 1e-9) / 1e12, 3),
                   mfu=None if not peak else round(flops * step / max(train_time_ms / 1000, 1e-9) / 1e12
                                                   / (peak * WORLD_SIZE), 4),
-                  peak_memory_mib=allocated, log=str(Path(args.log_dir) / f"{run_id}.txt"))
+                  peak_memory_mib=allocated, peak_host_mib=host_peak, log=str(Path(args.log_dir) / f"{run_id}.txt"))
     log("RESULT " + json.dumps(result))
     if LOG is not None:
         LOG.close()

@@ -23,6 +23,8 @@ Everything lands in logs/attempts/<attempt id>/:
     console/<run id>.txt  all the run printed: every rank, and torchrun's own failure report
     ranks/<run id>/       torchrun --tee: each rank's stdout and stderr in files of their own
     baseline/             the baseline record's snapshot (script + kernels), checked against its record.json
+    attempt.node<r>.json, console/node<r>/, ranks/node<r>/, baseline.node<r>/
+                          what node r > 0 of a multi-node attempt writes (node_paths): nodes may share the folder
 
 A run's outcome is one of
     ok           exit 0 and a RESULT line
@@ -93,9 +95,9 @@ class Manifest:
     """attempt.json: written whole to a temp file, fsynced, renamed over the old one. A write that fails
     (a full disk) leaves the previous version in place and is retried at the next save."""
 
-    def __init__(self, folder: Path, data: dict):
+    def __init__(self, folder: Path, data: dict, name: str = MANIFEST):
         self.folder, self.data = folder, data
-        self.path = folder / MANIFEST
+        self.path = folder / name
         self.error: str | None = None
 
     def save(self) -> bool:
@@ -120,6 +122,16 @@ def load_manifest(folder: str | Path) -> dict:
     if not isinstance(data, dict) or data.get("schema") != SCHEMA or not isinstance(data.get("runs"), list):
         raise InputError(f"{path}: not an attempt manifest (schema {SCHEMA}, with runs)")
     return data
+
+
+def node_paths(nnodes: int, node_rank: int | None) -> dict[str, str]:
+    """What one node writes in the attempt folder, relative to it. Nodes of one attempt share the folder (a
+    cluster's shared filesystem: one checkout): node 0 keeps the plain names (attempt.json is the attempt's
+    manifest, beside the log its rank 0 writes), node r > 0 writes attempt.node<r>.json and its own
+    console/, ranks/ and baseline/ subfolders, so no two nodes ever write one file."""
+    tag = f"node{node_rank}" if nnodes > 1 and node_rank else ""
+    return {"manifest": f"attempt.{tag}.json" if tag else MANIFEST, "console": f"console/{tag}" if tag else "console",
+            "ranks": f"ranks/{tag}" if tag else "ranks", "baseline": f"baseline.{tag}" if tag else "baseline"}
 
 
 def new_attempt_id(track: str, shared: str | None = None) -> str:
@@ -272,13 +284,17 @@ def run_attempt(o: Options, console=None) -> tuple[int, dict]:
                          "(under SLURM: --rdzv-id \"$SLURM_JOB_ID\")")
     aid = new_attempt_id(track["name"], o.rdzv_id if o.nnodes > 1 else None)
     adir = repo_root() / "logs" / "attempts" / aid
-    try:
-        adir.mkdir(parents=True)
+    mine = node_paths(o.nnodes, o.node_rank)
+    try:  # several nodes share the folder; each refuses only a manifest of its own already there
+        adir.mkdir(parents=True, exist_ok=o.nnodes > 1)
+        if o.nnodes > 1 and (adir / mine["manifest"]).exists():
+            raise FileExistsError
     except FileExistsError:
-        raise InputError(f"{adir}: exists; a multi-node attempt needs a --rdzv-id of its own") from None
+        raise InputError(f"{adir / mine['manifest'] if o.nnodes > 1 else adir}: exists; a multi-node attempt needs "
+                         "a --rdzv-id of its own") from None
     base = None
     if rec is not None and not repro:  # a reproduction runs no baseline arm: the code is the record's
-        base = {"record": rec.id, "script": str(snapshot_baseline(rec, adir / "baseline")),
+        base = {"record": rec.id, "script": str(snapshot_baseline(rec, adir / mine["baseline"])),
                 "launch": rec.launch or {"convention": "speedrun"}}
         base["script_sha256"] = sha256_file(Path(base["script"]))
         if launcher.convention_of(base["launch"]) == "modded":
@@ -289,7 +305,8 @@ def run_attempt(o: Options, console=None) -> tuple[int, dict]:
         "status": "running", "started": _now(), "finished": None, "command": ["speedrun", *sys.argv[1:]],
         "script": str(script), "script_sha256": sha256_file(script), "baseline": base, "reproduction_of": repro,
         "seeds": seeds, "nproc": nproc, "nnodes": o.nnodes, "max_steps": o.max_steps, "timeout_s": o.timeout,
-        "data_dir": str(data_dir), "runs": [], "verdict": None, "looks": [], "recorded": None})
+        "data_dir": str(data_dir), "runs": [], "verdict": None, "looks": [], "recorded": None,
+        **({"node_rank": o.node_rank} if o.nnodes > 1 else {})}, mine["manifest"])
     against = (f", A/B against {base['record']}" if base else f", a reproduction of {repro} (its code, byte for byte: "
                "no baseline arm)" if repro else ", no baseline (--no-baseline: never a record)" if o.no_baseline
                else ", no baseline (the track has no record yet)")
@@ -315,6 +332,9 @@ def extend_attempt(folder: str | Path, o: Options, console=None) -> tuple[int, d
     m = load_manifest(adir)
     if m.get("status") != "done":
         raise InputError(f"--extend {folder}: the attempt is {m.get('status')}; only a finished attempt is extended")
+    if (m.get("nnodes") or 1) > 1:
+        raise InputError(f"--extend {folder}: a multi-node attempt is extended by starting every node again; "
+                         "start a new attempt")
     base = m.get("baseline")
     if not base:
         raise InputError(f"--extend {folder}: it has no baseline arm (a reproduction or --no-baseline): there is no "
@@ -420,8 +440,9 @@ def _run_all(o, track, plan, script, base, data_dir, nproc, manifest, console, s
                 launch = launcher.Launch(nproc=nproc, nnodes=o.nnodes, node_rank=o.node_rank,
                                          rdzv_endpoint=_endpoint(o.rdzv_endpoint, k, o.node_rank),
                                          rdzv_id=f"{o.rdzv_id or 'speedrun'}-{k}")
+                paths = node_paths(o.nnodes, o.node_rank)
                 if launch.torchrun:  # each rank's output in files, and tagged on the console
-                    launch = replace(launch, rank_logs=adir / "ranks" / run_id)
+                    launch = replace(launch, rank_logs=adir / paths["ranks"] / run_id)
                 run_script = Path(base["script"]) if role == "baseline" else script
                 conv = launcher.convention_of(base["launch"]) if role == "baseline" else "speedrun"
                 cmd = launcher.trainer_command(track, seed=seed, data_dir=data_dir, run_id=run_id, log_dir=adir,
@@ -432,7 +453,7 @@ def _run_all(o, track, plan, script, base, data_dir, nproc, manifest, console, s
                 env = launcher.trainer_env(track, **({"SPEEDRUN_FAULT": fault} if fault else {}))
                 entry = {"index": k, "role": role, "seed": seed, "run_id": run_id, "outcome": "running",
                          "exit_code": None, "log": f"{run_id}.txt", "log_sha256": None,
-                         "console": f"console/{run_id}.txt", "message": "", "started": _now(), "wall_s": None,
+                         "console": f"{paths['console']}/{run_id}.txt", "message": "", "started": _now(), "wall_s": None,
                          "command": cmd,
                          "val_loss": None, "train_time_ms": None, "steps": None, "step_avg_ms": None}
                 if fault:

@@ -52,6 +52,45 @@ def run(names, *, shapes: str | None, compiled: bool, compare_with: str | None, 
     return bool(wrong or regressed), doc
 
 
+def compile_only(names, *, arch: str, shapes: str | None, say) -> tuple[bool, dict]:
+    """Every kernel compiled for `arch` without a GPU (kernels/compile.py); (failed, report). Failed: a compile
+    error, or a spill in a config the trainer can select."""
+    unknown = [n for n in names if n not in ALL]
+    if unknown:
+        raise InputError(f"bench: unknown kernel(s) {', '.join(unknown)}; choose from {', '.join(ALL)}")
+    import importlib.util
+
+    if importlib.util.find_spec("triton") is None:  # found, not imported: TRITON_INTERPRET must go first
+        raise InputError("bench --compile-only needs Triton: pip install -e '.[dev]'")
+    from kernels import compile as kc  # torch and triton, lazily
+
+    try:
+        rep = kc.compile_all(arch, shapes=shapes or "record", names=names or None, say=say)
+    except ValueError as e:
+        raise InputError(str(e)) from None
+    bad = [f"{r['kernel']} {r['launch']} [{r['config']}]: {r['error']}" for r in rep["results"] if not r["ok"]]
+    rep["notes"] = [f"FAILED: {b}" for b in bad] + ([] if bad else [f"every config compiled for {arch} without a spill"])
+    return bool(bad) or not rep["results"], rep
+
+
+def render_compile(rep: dict, console) -> None:
+    from rich.table import Table
+
+    t = Table(title=f"speedrun bench --compile-only · {rep['arch']} · {rep['shapes']} shapes · triton {rep['triton']}"
+                    f" · ptxas {rep['ptxas']}")
+    for col in ("kernel", "launch", "config", "ok", "regs", "spills", "shared", "wgmma", "TMA", "s"):
+        t.add_column(col, justify="right" if col in ("regs", "spills", "shared", "s") else "left")
+    for r in rep["results"]:
+        has = "registers" in r
+        t.add_row(r["kernel"], r["launch"], r["config"], "[green]ok[/]" if r["ok"] else f"[red]{r['error']}[/]",
+                  str(r["registers"]) if has else "", f"{r['spill_store_bytes']}+{r['spill_load_bytes']} B" if has else "",
+                  f"{r['shared_bytes'] // 1024} KiB" if has else "", ("yes" if r.get("wgmma") else "no") if has else "",
+                  ("yes" if r.get("tma") else "no") if has else "", f"{r.get('seconds', 0):.1f}")
+    console.print(t)
+    for note in rep.get("notes", []):
+        console.print(note, highlight=False, markup=False)
+
+
 def git_commit(root: Path) -> str:
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5).stdout.strip()

@@ -249,6 +249,11 @@ def cmd_bench(args) -> int:
     from harness.track import repo_root
 
     say = (lambda line: print(line, file=sys.stderr)) if args.json else print
+    if args.compile_only:
+        failed, rep = bench.compile_only(args.names, arch=args.arch or "sm_90", shapes=args.shapes, say=say)
+        return _emit(args, rep, bench.render_compile, EXIT_FAIL if failed else EXIT_OK)
+    if args.arch:
+        raise InputError("bench --arch: only with --compile-only (a timed bench runs on this machine's GPU)")
     failed, doc = bench.run(args.names, shapes=args.shapes, compiled=not args.no_compile, compare_with=args.compare,
                             threshold=args.threshold, save_to=None if args.no_save else repo_root(), out=args.out,
                             say=say)
@@ -427,6 +432,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--threshold", type=float, default=0.10, help="allowed slowdown for --compare (default 0.10 = 10%%)")
     b.add_argument("--no-compile", action="store_true", help="skip the torch.compile'd reference (quick runs)")
     b.add_argument("--no-save", action="store_true", help="do not store the results under records/_bench/")
+    b.add_argument("--compile-only", action="store_true",
+                   help="compile every kernel and autotune config for --arch with Triton's real compiler, no GPU needed: "
+                        "registers, spills, shared memory, wgmma/TMA; exit 1 on a failure or a spill")
+    b.add_argument("--arch", choices=("sm_80", "sm_90", "sm_100"), help="target of --compile-only (default sm_90: H100)")
     b.set_defaults(func=cmd_bench)
 
     m = sub.add_parser("main", help="the main job for this machine (what ./run.sh runs)")

@@ -104,6 +104,33 @@ def read_shard(path, mmap: bool = False) -> np.ndarray:
     return np.fromfile(path, dtype="<u2", count=n, offset=HEADER_BYTES).astype(np.uint16, copy=False)
 
 
+def track_vocab(track: dict) -> int | None:
+    """The track's vocabulary size: [data] vocab_size (FineWeb) or [data.synthetic] vocab_size."""
+    d = track["data"]
+    return d.get("vocab_size") or d.get("synthetic", {}).get("vocab_size")
+
+
+def val_problems(paths, track: dict) -> list[str]:
+    """What makes these val shards unfit for the track, one message per problem naming the file: fewer than
+    val_tokens + 1 tokens in all (the trainer predicts val_tokens of them, each from the one before), or a
+    token id outside the vocabulary (an embedding lookup past the table). Empty when they are fit."""
+    paths = [Path(p) for p in paths]
+    need, vocab = track["data"]["val_tokens"] + 1, track_vocab(track)
+    out, total = [], 0
+    for path in paths:
+        tokens = read_shard(path, mmap=True)
+        total += len(tokens)
+        if vocab is not None and len(tokens) and int(tokens.max()) >= vocab:
+            bad = int(np.argmax(tokens >= vocab))
+            out.append(f"{path}: token {int(tokens[bad])} at position {bad:,} is outside track {track['name']}'s "
+                       f"vocabulary of {vocab:,} (not this track's data); {_remedy(path)}")
+    if total < need:
+        names = ", ".join(str(p) for p in paths) or "no val shard"
+        out.append(f"{names}: {total:,} val tokens, track {track['name']} validates on {need - 1:,} (needs "
+                   f"{need:,} with the last target); {_remedy(paths[0]) if paths else 'fetch or generate it'}")
+    return out
+
+
 # ---- the synthetic process -----------------------------------------------------------------------
 
 @dataclass(frozen=True)

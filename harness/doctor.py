@@ -6,8 +6,13 @@ ok or skipped, 1 otherwise:
 
   environment    torch, triton, CUDA, driver, GPU model/count and clocks (nvidia-smi); CPU and threads
   hardware       what the track requires (GPU model and count) against what is here
+  memory         the preset's peak memory per rank for one training step, estimated on fake tensors (the
+                 trainer's --estimate-memory: FakeTensorMode and torch's MemTracker, nothing allocated), against
+                 this node's GPU memory, the track's GPU model's, or (a CPU track) the host's RAM
   matmul bf16    TFLOP/s of a large square matmul, as % of the device's dense peak (fp8 too on sm89+)
   all-reduce     bus bandwidth across this node's GPUs (NCCL), or 2 gloo ranks on a CPU machine
+  driver         whether the NVIDIA driver loads the cubins this Triton builds (its ptxas's CUDA release sets the
+                 minimum driver), and drivers below 580 flagged slow (a silent ≈35 % slowdown seen on them)
   kernel <name>  correctness at the preset's real shapes, then kernel vs torch fwd+bwd time (the
                  trainer's own start-up check, read from its output); on CPU, correctness under
                  Triton's interpreter at small shapes
@@ -28,11 +33,17 @@ from pathlib import Path
 
 from harness import launch as launcher
 from harness.proc import stream
-from harness.track import load_track, repo_root
+from harness.track import load_track, nproc, repo_root
 
 # What counts as slow (data, not code paths): a node below these is sound but will not make a record's time.
 SLOW = {"matmul_bf16_pct": 60.0, "matmul_fp8_pct": 45.0, "allreduce_busbw_gbps": 200.0}
 STEPS = {"cuda": 30, "cpu": 20}  # preset steps: a few dozen past the warm-up
+# The oldest driver each CUDA major release's binaries load on (NVIDIA's compatibility table: 12.x runs on 525+
+# through minor-version compatibility, 13.x needs 580+). Triton 3.9 builds sm_90+ with CUDA 13's ptxas.
+MIN_DRIVER = {11: 450, 12: 525, 13: 580}
+SLOW_DRIVER = 580  # below it the community has seen a silent ≈35 % slowdown of the same record script
+GPU_GIB = {"H200": 139.8, "H100": 79.6, "A100": 79.2}  # usable memory of the 141/80 GB parts, by track model
+FITS = 0.9  # the estimate leaves out allocator slack and compile buffers: keep a tenth free
 
 
 @dataclass
@@ -79,6 +90,9 @@ def run(track_name: str, *, quick: bool = False, say=print) -> dict:
                           {"gpus": len(gpus), "required": hw["count"], "model": hw["model"]}))
     say(_show(lines[-1]))
 
+    lines.append(memory_check(track, gpus, env))
+    say(_show(lines[-1]))
+
     for dtype in ("bf16", "fp8"):
         if dtype == "fp8" and not (cuda and torch.cuda.get_device_capability(device) >= (8, 9)):
             lines.append(Line("matmul fp8", "skipped", "no FP8 tensor cores here (sm89+)"))
@@ -94,6 +108,11 @@ def run(track_name: str, *, quick: bool = False, say=print) -> dict:
                                   f"{m['tflops']:.1f} TFLOP/s at {m['side']}³"
                                   + (f" = {pct:.0f} % of {m['peak_tflops']:.0f} peak" if pct is not None else " (no peak known)"),
                                   m))
+        say(_show(lines[-1]))
+
+    if cuda:
+        cap = torch.cuda.get_device_capability(device)
+        lines.append(driver_check(gpus[0].get("driver") if gpus else None, *ptxas_for(cap[0] * 10 + cap[1])))
         say(_show(lines[-1]))
 
     world = torch.cuda.device_count() if cuda else 2
@@ -137,6 +156,94 @@ def run(track_name: str, *, quick: bool = False, say=print) -> dict:
     out = {"track": track["name"], "device": device.type, "seconds": round(time.monotonic() - t0, 1),
            "ok": _lines_ok(lines), "lines": [vars(x) for x in lines]}
     return out
+
+
+# ---- memory, before renting ---------------------------------------------------------------------------
+
+def memory_check(track: dict, gpus: list[dict], env: dict) -> Line:
+    """The trainer's fake-tensor estimate of the preset's peak per rank (a child process: the harness never
+    imports the trainer), against what each rank will have."""
+    import json
+    import subprocess
+    import sys
+
+    gpu_track = track["hardware"]["accelerator"] != "cpu"
+    ranks = nproc(track)
+    cmd = [sys.executable, str(repo_root() / "train_gpt.py"), "--preset", track["preset"], "--estimate-memory", str(ranks)]
+    if not gpu_track:
+        cmd.append("--cpu-path")
+    env_vars = {**os.environ, "TRITON_INTERPRET": os.environ.get("TRITON_INTERPRET", "0" if gpus else "1")}
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=repo_root(), env=env_vars)
+    except (subprocess.TimeoutExpired, OSError) as e:
+        return Line("memory", "broken", f"the estimate did not run ({type(e).__name__}: {e})")
+    found = [x for x in p.stdout.splitlines() if x.startswith("MEMORY ")]
+    if p.returncode != 0 or not found:
+        tail = (p.stderr.strip().splitlines() or [""])[-1][:200]
+        return Line("memory", "broken", f"the estimate failed (exit {p.returncode}: {tail})")
+    est = json.loads(found[-1][len("MEMORY "):])
+    need = est["peak_bytes"] / 2 ** 30
+    if not gpu_track:
+        have, what = _host_ram_gib(), "this host's RAM"
+    elif gpus and gpus[0].get("memory_mib"):
+        have, what = gpus[0]["memory_mib"] / 1024, f"this node's {gpus[0]['name']}"
+    else:
+        model = track["hardware"]["model"]
+        have, what = GPU_GIB.get(model), f"an {model}"
+    est.update(capacity_gib=have, fits=None if have is None else need <= FITS * have)
+    fig = (f"≈{need:.1f} GiB a rank at {track['preset']} on {ranks} rank(s) ({est['path']} path, kernels: "
+           f"{', '.join(est['kernels']) or 'none'}; fake tensors)")
+    if have is None:
+        return Line("memory", "ok", fig + "; no capacity known to compare", est)
+    return Line("memory", "ok" if est["fits"] else "broken",
+                fig + f"; {what} has {have:.1f} GiB: " + ("fits" if est["fits"] else
+                                                          f"does not fit with a {1 - FITS:.0%} margin"), est)
+
+
+def _host_ram_gib() -> float | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2 ** 30
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+# ---- the driver against what Triton builds -----------------------------------------------------------
+
+def ptxas_for(arch: int) -> tuple[str | None, str]:
+    """(the version text of the ptxas Triton uses for `arch`, or None, and what was asked)."""
+    try:
+        from triton.backends.nvidia.compiler import get_ptxas_version
+        return get_ptxas_version(arch).strip(), f"Triton's ptxas for sm_{arch}"
+    except Exception as e:  # noqa: BLE001  (no Triton, no ptxas: said on the line)
+        return None, f"Triton's ptxas for sm_{arch} not found ({type(e).__name__}: {str(e)[:120]})"
+
+
+def driver_check(driver: str | None, ptxas: str | None, what: str = "ptxas") -> Line:
+    """broken: the driver is older than the CUDA release of the ptxas that builds the kernels needs (the cubins
+    would not load: every Triton kernel, torch.compile's included, fails); slow: below SLOW_DRIVER; ok."""
+    m = re.search(r"release (\d+)\.(\d+)", ptxas or "")
+    try:
+        major = int((driver or "").split(".")[0])
+    except ValueError:
+        major = None
+    if major is None:
+        return Line("driver", "broken", f"no NVIDIA driver version from nvidia-smi ({driver!r})", {"driver": driver})
+    detail = {"driver": driver, "ptxas": ptxas, "cuda": m and f"{m[1]}.{m[2]}"}
+    if not m:
+        return Line("driver", "slow" if major < SLOW_DRIVER else "ok",
+                    f"driver {driver}; {what}: version unknown, so whether it loads Triton's cubins is unchecked"
+                    + (f"; below {SLOW_DRIVER}: a silent ≈35 % slowdown has been seen on such drivers" if major < SLOW_DRIVER else ""),
+                    detail)
+    need = MIN_DRIVER.get(int(m[1]), SLOW_DRIVER)
+    detail["needs"] = need
+    if major < need:
+        return Line("driver", "broken", f"driver {driver} cannot load what this Triton builds: its {what} is CUDA "
+                    f"{m[1]}.{m[2]}, which needs driver ≥ {need}; upgrade the driver (or use a Triton whose ptxas is "
+                    f"CUDA ≤ the driver's)", detail)
+    if major < SLOW_DRIVER:
+        return Line("driver", "slow", f"driver {driver} loads CUDA {m[1]}.{m[2]} cubins (needs ≥ {need}), but is below "
+                    f"{SLOW_DRIVER}: a silent ≈35 % slowdown of the same script has been seen on such drivers", detail)
+    return Line("driver", "ok", f"driver {driver} loads CUDA {m[1]}.{m[2]} cubins ({what}; needs ≥ {need})", detail)
 
 
 # ---- the preset on synthetic shards -------------------------------------------------------------------

@@ -13,6 +13,7 @@ huggingface_hub's minute of retries. huggingface_hub is imported only to downloa
 """
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import re
@@ -22,7 +23,7 @@ import urllib.request
 from pathlib import Path
 from typing import Callable
 
-from harness.data import ShardError, read_header
+from harness.data import ShardError, read_header, val_problems
 from harness.errors import InputError
 from harness.files import atomic_write, sha256_file, sha256_set
 from harness.track import data_dir, data_pin, load_track, records_dir
@@ -61,10 +62,12 @@ def endpoint() -> str:
     return os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
 
 
-def probe(repo: str, out_dir: Path, timeout: float = PROBE_TIMEOUT_S) -> None:
-    """Any HTTP answer from the endpoint within `timeout` is reachable; no answer is Unreachable."""
+def probe(repo: str, out_dir: Path, timeout: float = PROBE_TIMEOUT_S, missing: list[str] | None = None) -> None:
+    """Any HTTP answer from the endpoint within `timeout` is reachable; no answer is Unreachable (its message
+    lists the `missing` files by name, to copy in by hand)."""
     ep = endpoint()
-    todo = (f"check the network or HF_ENDPOINT, or copy the shards into {out_dir} (shards already there "
+    files = f" ({', '.join(missing)}, from the dataset {repo})" if missing else ""
+    todo = (f"check the network or HF_ENDPOINT, or copy the shards{files} into {out_dir} (shards already there "
             f"are checked and hashed, not fetched) and run this command again, then `speedrun data check {out_dir}`")
     if os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE"):
         raise Unreachable(f"HF_HUB_OFFLINE is set, so {ep} is not asked: unset it, or {todo}")
@@ -154,7 +157,7 @@ def fetch_fineweb(track_name: str = "gpt2-small", out=None, train_shards: int = 
         raise InputError(f"{out_dir}/manifest.json describes a {old['kind']} corpus: choose another --dir")
     missing = [n for n in names if not _sound(out_dir / n)]
     if missing and fetch is None:
-        probe(repo, out_dir)
+        probe(repo, out_dir, missing=missing)
     fetch = fetch or hf_fetch
 
     from rich.console import Console
@@ -186,6 +189,8 @@ def fetch_fineweb(track_name: str = "gpt2-small", out=None, train_shards: int = 
                                 f"since manifest.json was written); delete it and run this command again "
                                 f"to fetch it anew")
             shards[name] = {"tokens": tokens, "sha256": digest}
+            if name == VAL_NAME and (bad := val_problems([path], track)):  # too short, or not GPT-2 tokens
+                raise ShardError("; ".join(bad))
             if name == VAL_NAME and pinned is not None and pinned != digest:  # val first: before gigabytes of train
                 raise DataError(f"{path}: sha256 {digest} differs from the pin {pinned} in {track['_path']}: "
                                 f"the val data is not the track's; delete the shard and run this command "
@@ -245,6 +250,18 @@ def check_dir(out_dir, track_name: str | None = None, *, progress: bool = False)
         if name not in listed:
             rows[name] = {"ok": False, "problem": f"{out_dir / name}: pinned by track {track_name} but not in "
                                                   f"manifest.json; fetch it: `speedrun data fineweb --dir {out_dir}`"}
+    if track_name:  # the val shards' contents: enough tokens for the track, all inside its vocabulary
+        track = load_track(track_name)
+        pattern = track["data"].get("val_pattern", "*_val_*.bin")
+        vals = sorted(n for n in listed if fnmatch.fnmatch(n, pattern))
+        if not vals:
+            rows[pattern] = {"ok": False, "problem": f"{out_dir}: no {pattern} in manifest.json; track {track_name} "
+                                                     f"validates on it: `speedrun data fineweb --dir {out_dir}`"}
+        elif all("tokens" in rows[n] for n in vals):  # headers sound (else that is the problem to report)
+            for msg in val_problems([out_dir / n for n in vals], track):
+                row = rows[next((n for n in vals if msg.startswith(f"{out_dir / n}:")), vals[0])]
+                row["problem"] = "; ".join(filter(None, [row.get("problem"), msg]))
+                row["ok"] = False
     problems = [r["problem"] for r in rows.values() if not r["ok"]]
     return {"ok": not problems, "dir": str(out_dir), "track": track_name, "pins": pins,
             "shards": rows, "problems": problems}

@@ -1,7 +1,8 @@
 """Which kernels this device may use, decided once at start-up. A kernel earns its place by two tests,
 both at the shapes the caller will really run: its outputs match the reference within the kernel's own
 TOLERANCE, and (when timing is asked for: `--kernels auto` on CUDA) it is not slower than the torch path
-it replaces, fwd + bwd, over a few iterations. Otherwise the torch path is used, said in one line.
+it replaces (the reference under torch.compile, as the compiled trainer would run it), fwd + bwd, over a
+few iterations. In a multi-rank run only rank 0 decides (the trainer broadcasts its choice: `adopt`). Otherwise the torch path is used, said in one line.
 
     kernels = select(device, mode="auto", say=print, shapes={...}, timed=True)
 
@@ -12,6 +13,7 @@ module's small default shape is used.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import time
 from dataclasses import dataclass, fields
@@ -55,23 +57,45 @@ def worst(mod, errs: dict[str, float], dtype=torch.bfloat16) -> tuple[str, float
     return k, errs[k], tol[k]
 
 
+@contextlib.contextmanager
+def compiled_reference(mod):
+    """The module's `<op>_reference` replaced by its torch.compile'd self while inside: the torch path a kernel
+    replaces in a compiled trainer is Inductor's fusion of the reference, not eager torch."""
+    name = f"{mod.__name__.rsplit('.', 1)[-1]}_reference"
+    eager = getattr(mod, name)
+    setattr(mod, name, torch.compile(eager, dynamic=False, fullgraph=True))
+    try:
+        yield
+    finally:
+        setattr(mod, name, eager)
+
+
 def timings(mod, device, iters: int = 5, **shape) -> tuple[float, float]:
-    """(kernel ms, torch ms): median of `iters` fwd + bwd calls each after one warm-up, on the same inputs."""
+    """(kernel ms, compiled torch ms): median of `iters` fwd + bwd calls each after one warm-up (which also
+    compiles the reference), on the same inputs."""
     args = mod.example(device, **shape)
     out = []
     for kernel in (True, False):
-        mod.outputs(args, kernel)
-        times = []
-        for _ in range(iters):
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            t0 = time.perf_counter()
+        with contextlib.nullcontext() if kernel else compiled_reference(mod):
             mod.outputs(args, kernel)
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            times.append(1000 * (time.perf_counter() - t0))
+            times = []
+            for _ in range(iters):
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                t0 = time.perf_counter()
+                mod.outputs(args, kernel)
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                times.append(1000 * (time.perf_counter() - t0))
         out.append(sorted(times)[len(times) // 2])
+    del args  # record-shape inputs (GBs for the head): the caller empties the allocator's cache after the race
     return out[0], out[1]
+
+
+def adopt(names: list[str]) -> Kernels:
+    """The kernels another rank chose (rank 0 decides for all: a race per rank could pick differently, and
+    the log shows rank 0's lines)."""
+    return Kernels(**{n: getattr(importlib.import_module(f"kernels.{n}"), n) for n in names})
 
 
 def _wanted(name: str, device: torch.device, mode: str) -> str | None:
@@ -122,10 +146,10 @@ def select(device: torch.device, mode: str = "auto", say=print, shapes: dict | N
                     "→ torch reference")
                 continue
             if timed and k_ms > t_ms:
-                say(f"kernels: {name} matched{at} (error {err:.1e}) but is slower: {k_ms:.3f} ms vs torch "
+                say(f"kernels: {name} matched{at} (error {err:.1e}) but is slower: {k_ms:.3f} ms vs compiled torch "
                     f"{t_ms:.3f} ms fwd+bwd → torch reference")
                 continue
-            race = f"; {k_ms:.3f} ms vs torch {t_ms:.3f} ms fwd+bwd" if timed else ""
+            race = f"; {k_ms:.3f} ms vs compiled torch {t_ms:.3f} ms fwd+bwd" if timed else ""
             say(f"kernels: {name} on (start-up launch{at} matched its reference: relative error {err:.1e} ≤ {tol:.0e}"
                 f"{race})")
             chosen[name] = getattr(mod, name)

@@ -73,9 +73,10 @@ def _fwd_kernel(X, T, LOSS, LSE, N, V, sxn, cap,
 
 
 @triton.jit
-def _bwd_kernel(X, T, LSE, G, DX, INV_SCALE, N, V, sxn, sdn, cap,
-                ROWS: tl.constexpr, BLOCK_V: tl.constexpr):
-    """DX = dL/dx · INV_SCALE (a 1-element tensor: 1, or the FP8 head's 1/scale), cast to DX's dtype."""
+def _bwd_kernel(X, T, LSE, G, DX, DXT, INV_SCALE, N, V, sxn, sdn, stn, cap,
+                ROWS: tl.constexpr, BLOCK_V: tl.constexpr, TRANSPOSED: tl.constexpr):
+    """DX = dL/dx · INV_SCALE (a 1-element tensor: 1, or the FP8 head's 1/scale), cast to DX's dtype; with
+    TRANSPOSED also DXT = DXᵀ (V, N), written from the same tile (the FP8 head's dW reads it row-major)."""
     # int64: at 49,152 rows × 50,304 columns an element offset passes 2³¹ from row 42,692 on
     rows = tl.program_id(0).to(tl.int64) * ROWS + tl.arange(0, ROWS)
     rmask = rows < N
@@ -91,13 +92,17 @@ def _bwd_kernel(X, T, LSE, G, DX, INV_SCALE, N, V, sxn, sdn, cap,
         t = _tanh(x / cap)
         p = tl.exp(cap * t - lse[:, None])
         p = p - tl.where(c[None, :] == tgt[:, None], 1.0, 0.0)
-        dx = g[:, None] * p * (1.0 - t * t)
-        tl.store(DX + rows[:, None] * sdn + c[None, :], dx.to(DX.dtype.element_ty), mask=mask)
+        dx = (g[:, None] * p * (1.0 - t * t)).to(DX.dtype.element_ty)
+        tl.store(DX + rows[:, None] * sdn + c[None, :], dx, mask=mask)
+        if TRANSPOSED:
+            tl.store(DXT + c[None, :].to(tl.int64) * stn + rows[:, None], dx, mask=mask)
 
 
-def _launch_shape(V: int) -> tuple[int, int, int]:
+def _launch_shape(V: int, transposed: bool = False) -> tuple[int, int, int]:
     if INTERPRET:
         return 16, min(256, triton.next_power_of_2(V)), 1
+    if transposed:  # 32 rows a tile: each column of the transposed store is 32 contiguous bytes (a sector)
+        return 32, min(256, triton.next_power_of_2(V)), 8
     return 1, min(4096, triton.next_power_of_2(V)), 8  # one row per program: 50,304 columns in 13 blocks
 
 
@@ -109,6 +114,11 @@ def _check(x: Tensor, targets: Tensor):
 @torch.library.custom_op("speedrun::softcap_ce_fwd", mutates_args=())
 def softcap_ce_fwd(x: Tensor, targets: Tensor, cap: float) -> tuple[Tensor, Tensor]:
     """Per-row losses and log-sum-exps (fp32)."""
+    return forward(x, targets, cap)
+
+
+def forward(x: Tensor, targets: Tensor, cap: float) -> tuple[Tensor, Tensor]:
+    """The op's body, a plain function: `kernels/compile.py` calls it on meta tensors to see the launch."""
     _check(x, targets)
     x = x if x.stride(-1) == 1 else x.contiguous()
     N, V = x.shape
@@ -126,16 +136,20 @@ def _(x, targets, cap):
 
 
 def grad_into(dx: Tensor, grad: Tensor, x: Tensor, targets: Tensor, lse: Tensor, cap: float,
-              inv_scale: Tensor | None = None) -> Tensor:
+              inv_scale: Tensor | None = None, dxt: Tensor | None = None) -> Tensor:
     """Write dL/dx (· inv_scale, a 1-element fp32 tensor) into `dx` (N, V): x's dtype, or float8_e5m2 for
-    the FP8 head, whose cast then happens in the kernel's store (fused; no second pass over dx)."""
+    the FP8 head, whose cast then happens in the kernel's store (fused; no second pass over dx); and, given
+    `dxt` (V, N) of dx's dtype, its transpose too (no transposed copy afterwards)."""
     x = x if x.stride(-1) == 1 else x.contiguous()
     N, V = x.shape
     if inv_scale is None:
         inv_scale = torch.ones(1, device=x.device, dtype=torch.float32)
-    rows, block_v, warps = _launch_shape(V)
-    _bwd_kernel[(triton.cdiv(N, rows),)](x, targets, lse, grad.contiguous(), dx, inv_scale, N, V, x.stride(0),
-                                         dx.stride(0), float(cap), ROWS=rows, BLOCK_V=block_v, num_warps=warps)
+    rows, block_v, warps = _launch_shape(V, dxt is not None)
+    grad = grad if grad.is_contiguous() else grad.contiguous()  # (N,): a mean's gradient is an expanded scalar
+    _bwd_kernel[(triton.cdiv(N, rows),)](x, targets, lse, grad, dx, dx if dxt is None else dxt, inv_scale,
+                                         N, V, x.stride(0), dx.stride(0), 0 if dxt is None else dxt.stride(0),
+                                         float(cap), ROWS=rows, BLOCK_V=block_v, num_warps=warps,
+                                         TRANSPOSED=dxt is not None)
     return dx
 
 

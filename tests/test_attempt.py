@@ -404,6 +404,43 @@ def test_two_nodes_match_one_node(tmp_path, track_corpus):
     assert max(abs(a - b) for a, b in zip(two_nodes, one_node)) < 2e-3, (two_nodes, one_node)
 
 
+@pytest.mark.slow
+def test_two_nodes_in_one_checkout_share_one_attempt_folder(tmp_path, track_corpus):
+    """Two `speedrun attempt --nnodes 2 --node-rank r` in ONE checkout (a cluster's shared filesystem): both
+    finish (no "exists"), in one attempt folder, each writing only its own files: node 0 the manifest
+    attempt.json, the log, console/ and ranks/; node 1 attempt.node1.json, console/node1/ and ranks/node1/. A second attempt with
+    the same --rdzv-id is refused (exit 2), naming the manifest that exists."""
+    import socket
+
+    with socket.socket() as s_:
+        s_.bind(("127.0.0.1", 0))
+        port = s_.getsockname()[1]
+    root = make_root(tmp_path / "shared")
+    common = attempt_args(track_corpus, "--runs", "1", "--nproc", "1", "--nnodes", "2", "--rdzv-id", "job-8",
+                          "--rdzv-endpoint", f"127.0.0.1:{port}", "--timeout", "600")
+    e = {k: v for k, v in os.environ.items() if k != "SPEEDRUN_FAULT"} | {"SPEEDRUN_ROOT": str(root)}
+    procs = [subprocess.Popen([sys.executable, "-m", "harness.cli", *map(str, common), "--node-rank", str(r)],
+                              cwd=ROOT, env=e, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for r in range(2)]
+    outs = [p.communicate(timeout=900) for p in procs]
+    # exit 1: a smoke run (--max-steps) is never a record; what matters is that both ran (no "exists": exit 2)
+    assert [p.returncode for p in procs] == [1, 1], [o[1][-2000:] for o in outs]
+    m0, m1 = (json.loads(o[0]) for o in outs)
+    assert m0["dir"] == m1["dir"] == str(the_attempt(root)) and m0["runs"][0]["outcome"] == m1["runs"][0]["outcome"] == "ok"
+    run_id, folder = m0["runs"][0]["run_id"], the_attempt(root)
+    files = {str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()}
+    ranks = {f for f in files if f.startswith("ranks/")}  # torchrun --tee: each node's ranks in its own folder
+    assert files - ranks == {"attempt.json", "attempt.node1.json", f"{run_id}.txt", f"console/{run_id}.txt",
+                             f"console/node1/{run_id}.txt"}, files
+    node1 = {f for f in ranks if f.startswith(f"ranks/node1/{run_id}/")}
+    assert node1 and ranks - node1 and all(f.startswith(f"ranks/{run_id}/") for f in ranks - node1), ranks
+    assert json.loads((folder / "attempt.json").read_text())["runs"][0]["console"] == f"console/{run_id}.txt"
+    assert json.loads((folder / "attempt.node1.json").read_text())["node_rank"] == 1
+    again = subprocess.run([sys.executable, "-m", "harness.cli", *map(str, common), "--node-rank", "1"], cwd=ROOT,
+                           env=e, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 2 and "attempt.node1.json: exists" in again.stderr
+
+
 def test_root_cause_names_the_rank_torchrun_saw_fail_first():
     """torchrun's failure report is read for the first failing rank, its exit code and traceback line."""
     tail = ["Failures:", "[1]:", "  rank      : 0 (local_rank: 0)", "  exitcode  : -15 (pid: 7)",

@@ -54,6 +54,8 @@ def root(tmp_path, monkeypatch):
     """A private SPEEDRUN_ROOT whose records/ holds copies of the real tracks (pins write there)."""
     r = tmp_path / "root"
     shutil.copytree(ROOT / "records", r / "records", ignore=shutil.ignore_patterns("*.jsonl", "0*"))
+    track = r / "records/gpt2-small/track.toml"  # the tiny remote's val shard (100 tokens) validates 99
+    track.write_text(track.read_text().replace("val_tokens = 10485760", "val_tokens = 99"))
     monkeypatch.setenv("SPEEDRUN_ROOT", str(r))
     return r
 
@@ -112,7 +114,7 @@ def test_corrupt_download_is_an_error_naming_the_file_and_not_kept(root, remote,
         fetch(out, Remote(folder, corrupt={NAMES[2]}))
     assert "deleted" in str(e.value)
     assert not (out / NAMES[2]).exists() and not (out / "manifest.json").exists()
-    monkeypatch.setattr(fineweb, "probe", lambda repo, out_dir: None)  # the CLI's own path, hub replaced
+    monkeypatch.setattr(fineweb, "probe", lambda repo, out_dir, **kw: None)  # the CLI's own path, hub replaced
     monkeypatch.setattr(fineweb, "hf_fetch", Remote(folder, corrupt={VAL}))
     out = tmp_path / "d2"
     assert cli.main(["data", "fineweb", "--dir", str(out), "--train-shards", "2"]) == 1
@@ -130,7 +132,8 @@ def test_unreachable_hub_fails_fast_with_advice(root, tmp_path, monkeypatch, cap
     assert cli.main(["data", "fineweb", "--dir", str(out)]) == 1
     err = capsys.readouterr().err
     assert "cannot reach http://127.0.0.1:9" in err and "HF_ENDPOINT" in err
-    assert "copy the shards into" in err and f"speedrun data check {out.resolve()}" in err
+    assert f"{VAL}, fineweb_train_000001.bin" in err and "fineweb_train_000009.bin, from the dataset kjj0" in err
+    assert "copy the shards (" in err and f"speedrun data check {out.resolve()}" in err
     assert not (out / "manifest.json").exists()
 
 
@@ -227,6 +230,39 @@ def test_data_check_exit_codes_and_named_mismatches(root, remote, tmp_path, caps
     (out / "manifest.json").unlink()
     assert cli.main(["data", "check", str(out)]) == 2
     assert "manifest.json: no such file" in capsys.readouterr().err
+
+
+def test_val_shards_too_short_or_outside_the_vocabulary_are_refused(root, remote, tmp_path, capsys):
+    """`data fineweb` refuses (exit 2, naming the file, nothing pinned or written) a val shard with fewer than
+    val_tokens + 1 tokens (the real track: a 65,537-token synthetic shard renamed fineweb_val_000000.bin) or
+    a token id ≥ the vocabulary; `data check` fails (exit 1) on the same shards behind an honest manifest."""
+    folder, _ = remote
+    track = root / "records/gpt2-small/track.toml"
+    before = track.read_text()
+    out = tmp_path / "short"
+    out.mkdir()
+    data.write_shard(out / VAL, np.random.default_rng(0).integers(0, 128, 65_537))
+    track.write_text(before.replace("val_tokens = 99", "val_tokens = 10485760"))
+    assert cli.main(["data", "fineweb", "--dir", str(out), "--train-shards", "0", "--pin"]) == 2
+    err = capsys.readouterr().err
+    assert f"{out / VAL}: 65,537 val tokens, track gpt2-small validates on 10,485,760" in err
+    assert "pin" not in tomllib.loads(track.read_text())["data"] and not (out / "manifest.json").exists()
+    track.write_text(before)
+
+    bad = tmp_path / "vocab"
+    toks = np.random.default_rng(1).integers(0, 50257, 200)
+    toks[123] = 50300
+    data.write_shard(bad / VAL, toks)
+    assert cli.main(["data", "fineweb", "--dir", str(bad), "--train-shards", "0"]) == 2
+    assert f"{bad / VAL}: token 50300 at position 123 is outside track gpt2-small's vocabulary" in capsys.readouterr().err
+
+    ok = tmp_path / "d"
+    fetch(ok, Remote(folder))
+    track.write_text(before.replace("val_tokens = 99", "val_tokens = 100"))  # one more than the shard can give
+    assert cli.main(["data", "check", str(ok), "--json"]) == 1
+    rep = json.loads(capsys.readouterr().out)
+    assert [n for n, r in rep["shards"].items() if not r["ok"]] == [VAL]
+    assert "100 val tokens, track gpt2-small validates on 100 (needs 101" in rep["problems"][0]
 
 
 def test_data_check_reads_a_synthetic_corpus_without_huggingface_hub(tmp_path):

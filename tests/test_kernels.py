@@ -394,13 +394,17 @@ def test_gpu_kernels_compiled(name, shape):
 
 
 @pytest.mark.gpu
-def test_gpu_fp8_linear_and_capability():
-    """FP8 on sm89+ (else the capability check refuses it), every Triton kernel on for auto."""
-    names = capability.select(torch.device("cuda"), "auto", say=print).names()
+def test_gpu_capability_checks_every_kernel_without_requiring_a_race_win():
+    """On CUDA every trainer kernel passes its start-up check (correctness only: at toy shapes a kernel
+    need not win a race), fp8_head exactly on sm89+; fp8_linear is not a trainer kernel, so the
+    capability check never selects it, but it compiles fullgraph and matches its reference on sm89+."""
+    names = capability.select(torch.device("cuda"), "auto", say=print, timed=False).names()
+    fp8 = torch.cuda.get_device_capability() >= (8, 9)
     assert {"xxt", "softcap_ce", "relu2_linear"} <= set(names)
-    assert ("fp8_linear" in names) == (torch.cuda.get_device_capability() >= (8, 9))
-    if "fp8_linear" in names:
+    assert ("fp8_head" in names) == fp8 and "fp8_linear" not in names
+    if fp8:
         x = torch.randn(8192, 768, device="cuda", dtype=torch.bfloat16, requires_grad=True)
         w = (768 ** -0.5 * torch.randn(50304, 768, device="cuda")).requires_grad_()
         y = torch.compile(fp8_linear.fp8_linear, fullgraph=True)(x, w)
         assert rel(y, fp8_linear.fp8_linear_reference(x, w)) <= fp8_linear.TOLERANCE[BF16]["y"]
+

@@ -103,9 +103,9 @@ PRESETS = {
         seq_len=256, batch_seqs=8, grad_accum=2, val_seq_len=256, val_batch_seqs=64,
         num_layers=4, model_dim=64, num_heads=2, num_value_embeds=2,
         attn_scale=0.2, window_min=128, window_max=256, window_block=64,
-        num_steps=260, cooldown_frac=0.6, final_lr_frac=0.0, momentum_warmup_steps=100,
+        num_steps=210, cooldown_frac=0.6, final_lr_frac=0.0, momentum_warmup_steps=81,
         embed_lr=0.3, head_lr=0.008, scalar_lr=0.04,
-        val_every=65, warmup_steps=3,
+        val_every=70, warmup_steps=3,
     ),
     # The 124M-class record shape: 8×H100, FineWeb, GPT-2 tokens (track gpt2-small).
     "gpt2-small": Hyperparameters(
@@ -1306,7 +1306,7 @@ def main(argv=None):
     comm = Comm()
     optimizers = build_optimizers(raw_model, h, comm)  # before compiling: Adam's parameters become bucket views
     compiled = maybe_compile(raw_model, device, h.compile and not args.no_compile)
-    model = compiled or raw_model
+    model = compiled if compiled is not None else raw_model  # an OptimizedModule has no truth value
     if compiled is not None and device.type == "cuda":
         optimizers[1].compile_ns()
     num_steps = min(h.num_steps, args.max_steps) if args.max_steps else h.num_steps

@@ -500,3 +500,19 @@ def test_the_log_names_the_host_and_its_peak_memory(one_rank_log):
     assert node["host"]["cpu"] and node["host"]["cores"] >= 1 and node["host"]["ram_gib"] > 0
     result = json.loads(one_rank_log.rstrip().split("\n")[-1][len("RESULT "):])
     assert result["peak_host_mib"] > 50 and f"(host: {result['peak_host_mib']} MiB" in one_rank_log
+
+
+@pytest.mark.slow
+def test_the_preset_runs_compiled_through_main(corpus, tmp_path):
+    """The record's own path: `train_gpt.py --preset tiny` under torch.compile through main(), not only
+    eager (--no-compile) as the smoke runs go; a few steps, compiled during the untimed warm-up."""
+    script = str(ROOT / "train_gpt.py")
+    cmd = [sys.executable, script, "--preset", "tiny", "--data-dir", str(corpus), "--log-dir", str(tmp_path),
+           "--run-id", "compiled", "--max-steps", "4", "--val-every", "0"]
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="2",
+               TORCHINDUCTOR_CACHE_DIR=str(ROOT / ".cache" / "inductor"))
+    p = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    log = (tmp_path / "compiled.txt").read_text()
+    result = json.loads(log.rsplit("RESULT ", 1)[1])
+    assert result["steps"] == 4 and result["graphs"] >= 1 and result["recompiles"] == 0

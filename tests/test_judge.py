@@ -120,9 +120,8 @@ def test_baseline_without_pairs(tmp_path):
     assert "no-pairs" in reasons(manifest(tmp_path, runs, baseline="t/0001"))
 
 
-def test_a_reproduction_that_meets_the_target_is_reproduced_not_a_record(tmp_path, monkeypatch):
-    """Runs of a record's own code that meet the target: outcome accepted, label REPRODUCED <record>, never
-    a record, no rule-4 reason, and a node calibration against the record's own time."""
+def first_record(tmp_path, monkeypatch):
+    """A tmp project (SPEEDRUN_ROOT) whose tiny-cpu track holds one official record."""
     from harness import ledger
     from test_ledger import make_logs
 
@@ -131,7 +130,15 @@ def test_a_reproduction_that_meets_the_target_is_reproduced_not_a_record(tmp_pat
     (root / "records/tiny-cpu/track.toml").write_text(
         (attempt.repo_root() / "records/tiny-cpu/track.toml").read_text())
     monkeypatch.setenv("SPEEDRUN_ROOT", str(root))
-    rec = ledger.add(make_logs(tmp_path / "rec"), "tiny-cpu", "first", root=root).record
+    return root, ledger.add(make_logs(tmp_path / "rec"), "tiny-cpu", "first", root=root).record
+
+
+def test_a_reproduction_that_meets_the_target_is_reproduced_not_a_record(tmp_path, monkeypatch):
+    """Runs of a record's own code that meet the target: outcome accepted, label REPRODUCED <record>, never
+    a record, no rule-4 reason, and a node calibration against the record's own time."""
+    from test_ledger import make_logs
+
+    root, rec = first_record(tmp_path, monkeypatch)
     adir = tmp_path / "attempt"
     logs = make_logs(adir, start=10, step_ms=50.0)
     import json
@@ -182,15 +189,7 @@ def _attempt_folder(tmp_path, root, rec_id, cand_ms, base_ms):
 def test_record_add_attempt_honours_rule_4(tmp_path, monkeypatch, cand_ms, official):
     """`record add --attempt`: an attempt whose A/B shows no speedup is refused (nothing written); one
     faster side by side becomes an official record whose README shows the interval and the looks."""
-    from harness import ledger
-    from test_ledger import make_logs
-
-    root = tmp_path / "proj"
-    (root / "records/tiny-cpu").mkdir(parents=True)
-    (root / "records/tiny-cpu/track.toml").write_text(
-        (attempt.repo_root() / "records/tiny-cpu/track.toml").read_text())
-    monkeypatch.setenv("SPEEDRUN_ROOT", str(root))
-    rec = ledger.add(make_logs(tmp_path / "rec"), "tiny-cpu", "first", root=root).record
+    root, rec = first_record(tmp_path, monkeypatch)
     adir = _attempt_folder(tmp_path, root, rec.id, cand_ms, (100.0, 103.0, 99.0))
     before = (root / "records/ledger.jsonl").read_bytes()
     out = attempt.record_attempt(adir, "faster?")

@@ -562,15 +562,9 @@ def _reason(check: str, detail: str, unknown: bool = False) -> dict:
     return judging.reason(check, detail, unknown)
 
 
-def judge(m: dict, track: dict, max_steps: int | None = None) -> dict:
-    """Record or not, and why, from `harness.judge.decide`: the attempt's own problems (unfinished or
-    missing runs, a smoke run), verification of the candidate logs, and rule 4 (the paired speedup over
-    the baseline record). A reproduction (the candidate's code is the baseline record's) is judged on its
-    runs alone and compared with the record's own time (a node calibration). The verdict dict keeps the
-    keys scripts read (`record`, `reasons`, `summary`, `verify`, `speedup`) beside the judge's own."""
-    from harness import judge as judging, rules as rulebook, verify
-
-    adir = Path(m["dir"])
+def _problems(m: dict, max_steps: int | None) -> list[dict]:
+    """What the attempt itself lacks, before its logs are read: unfinished, missing or elsewhere runs, no
+    baseline arm, a smoke run."""
     cands = [r for r in m["runs"] if r["role"] == "candidate"]
     reasons = []
     unfinished = [r for r in cands if r["outcome"] != "ok"]
@@ -590,6 +584,28 @@ def judge(m: dict, track: dict, max_steps: int | None = None) -> dict:
     if missing and len(missing) < len(cands):
         reasons.append(_reason("logs-elsewhere", f"{len(missing)} finished candidate run(s) left their log on "
                                                  "another node: verify every run's log together", unknown=True))
+    if cands and not unfinished and not any(r["log"] for r in cands):
+        reasons.append(_reason("no-log-here", "no candidate log on this node (rank 0 ran on another)", unknown=True))
+    if m.get("no_baseline"):
+        reasons.append(_reason("no-baseline", "run with --no-baseline: no side-by-side timing, never a record",
+                               unknown=True))
+    if max_steps:
+        reasons.append(_reason("smoke", f"a smoke attempt (--max-steps {max_steps}): the runs stop before the "
+                                        "track's last step"))
+    return reasons
+
+
+def judge(m: dict, track: dict, max_steps: int | None = None) -> dict:
+    """Record or not, and why, from `harness.judge.decide`: the attempt's own problems (unfinished or
+    missing runs, a smoke run), verification of the candidate logs, and rule 4 (the paired speedup over
+    the baseline record). A reproduction (the candidate's code is the baseline record's) is judged on its
+    runs alone and compared with the record's own time (a node calibration). The verdict dict keeps the
+    keys scripts read (`record`, `reasons`, `summary`, `verify`, `speedup`) beside the judge's own."""
+    from harness import judge as judging, rules as rulebook, verify
+
+    adir = Path(m["dir"])
+    cands = [r for r in m["runs"] if r["role"] == "candidate"]
+    reasons = _problems(m, max_steps)
     logs = [str(adir / r["log"]) for r in cands if r["outcome"] == "ok" and r["log"]]
     repro = m.get("reproduction_of")
     against = repro or (m.get("baseline") or {}).get("record")
@@ -602,14 +618,6 @@ def judge(m: dict, track: dict, max_steps: int | None = None) -> dict:
             v = verify.verify_files(logs, track["name"], script=m["script"], parent=parent)
         except InputError as e:
             reasons.append(_reason("unverifiable", f"the candidate logs could not be verified: {e}", unknown=True))
-    elif cands and not unfinished:
-        reasons.append(_reason("no-log-here", "no candidate log on this node (rank 0 ran on another)", unknown=True))
-    if m.get("no_baseline"):
-        reasons.append(_reason("no-baseline", "run with --no-baseline: no side-by-side timing, never a record",
-                               unknown=True))
-    if max_steps:
-        reasons.append(_reason("smoke", f"a smoke attempt (--max-steps {max_steps}): the runs stop before the "
-                                        "track's last step"))
     speed = None
     if m.get("baseline") and not repro:
         speed = _speed(m)
@@ -734,8 +742,11 @@ def record_attempt(folder: str | Path, title: str, *, contributors=(), allow_fai
     if speed is not None:  # paired by seed in this attempt: better than the unpaired estimate
         prepared.speedup = {**_speed_json(m, speed), "paired": True, "looks": max(1, len(m.get("looks") or []))}
     # the attempt's own problems (a smoke run, …) count as at the attempt's end; the logs are judged again
-    problems = [r for r in judge(m, load_track(m["track"]), m.get("max_steps"))["reasons"]
-                if r["check"] in REASONS and r["check"] not in ("unfinished", "never-started", "attempt-status")]
+    problems = [r for r in _problems(m, m.get("max_steps"))  # the logs are judged by `prepare`, once
+                if r["check"] not in ("unfinished", "never-started", "attempt-status")]
+    if m.get("baseline") and speed is None and prepared.parent == m["baseline"]["record"]:
+        problems.append(_reason("no-pairs", f"no seed with both runs finished: no speedup over {prepared.parent}",
+                                unknown=True))
     decision = ledger.decide(prepared, speed=speed, problems=problems)
     notes = prepared.notes
     notes.append(f"from attempt {m['id']}: {len(cands)} candidate run(s), "

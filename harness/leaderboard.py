@@ -28,13 +28,14 @@ def rows(recs: list[ledger.Record], track: str, include_unofficial: bool = False
     Δ vs previous compares official times within one chain only."""
     out, official = [], {}
     shown_prev = None
+    by_id = {r.id: r for r in recs}
     for r in recs:
         if r.track != track or not (r.official or include_unofficial):
             continue
         t = r.summary["mean_train_time_ms"]
         sp = r.speedup or {}
         chained = None
-        parent = next((x for x in recs if x.id == r.parent), None)
+        parent = by_id.get(r.parent)
         new_version = parent is not None and parent.track_version != r.track_version
         if (r.official and official.get(r.parent) is not None and sp.get("speedup") and not new_version
                 and sp.get("baseline") == r.parent):

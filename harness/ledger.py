@@ -638,34 +638,38 @@ class Refused(Exception):
         super().__init__(message or "verification failed: nothing recorded")
 
 
+ACROSS_RECORDS = ("times", "time+curve")  # same val curves are expected across records (same seeds, same ML)
+_PRINTS: dict[str, list] = {}  # a stored log's sha256 → its runs' fingerprints (stored logs never change)
+
+
 def stored_before(existing: list[Record], stored: list[tuple[str, bytes]], v: verify.Verdict, root: Path) -> None:
     """Refuse (Refused, nothing written) logs the ledger already holds: the same bytes (sha256) anywhere in
-    it, or the same run (verify.duplicates: same step times, or same train time and val curve) in a
-    record of this track. A run is counted once, in one record."""
-    from harness import files as _files
-
+    it, or the same run (verify.fingerprints: same step times, or same train time and val curve) in a
+    record of this track. A run is counted once, in one record. Each stored log is parsed once a process
+    (an import adds a hundred records)."""
     have = {h: f"{r.id}/{p}" for r in existing for p, h in r.files.items() if p.startswith(("logs/", "evidence/"))}
     for name, data in stored:
-        h = _files.sha256_bytes(data)
+        h = sha256_bytes(data)
         if h in have:
             raise Refused(v, message=f"{name}: already in the ledger as records/{have[h]} (same sha256): a run is "
                                      "recorded once; nothing recorded")
-    old = []
+    seen: dict[tuple, str] = {}
     for r in existing:
         if r.track != v.track:
             continue
-        for p in r.files:
+        for p, h in r.files.items():
             if p.startswith(("logs/", "evidence/")):
-                parsed = logs.parse_file(root / "records" / r.id / p)
-                old += [verify.Run(f"records/{r.id}/{p}", parsed, t) for t in parsed.trials]
-    if not old:
-        return
-    mine = {id(r) for r in v.runs}
-    for rid, (first, why) in verify.duplicates(old + list(v.runs), keys=("times", "time+curve")).items():
-        if rid in mine and id(first) not in mine:
-            run = next(r for r in v.runs if id(r) == rid)
-            raise Refused(v, message=f"{run.file}: the same run as {first.file} ({why}), already in the ledger; "
-                                     "nothing recorded")
+                if h not in _PRINTS:
+                    parsed = logs.parse_file(root / "records" / r.id / p)
+                    _PRINTS[h] = [verify.fingerprints(t, ACROSS_RECORDS) for t in parsed.trials]
+                for prints in _PRINTS[h]:
+                    for key, _ in prints:
+                        seen.setdefault(key, f"records/{r.id}/{p}")
+    for run in v.runs:
+        for key, why in verify.fingerprints(run.trial, ACROSS_RECORDS):
+            if key in seen:
+                raise Refused(v, message=f"{run.file}: the same run as {seen[key]} ({why}), already in the ledger; "
+                                         "nothing recorded")
 
 
 def render_readme(rid, track, title, date, contributors, parent, v, summary, text, notes,

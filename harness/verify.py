@@ -187,24 +187,29 @@ def duplicates(runs: list[Run], keys: tuple = ("val", "times", "time+curve")) ->
     seen: dict[tuple, Run] = {}
     out: dict[int, tuple[Run, str]] = {}
     for r in runs:
-        t = r.trial
-        timed = tuple((p.step, p.time_ms) for p in sorted(t.train + t.val, key=lambda p: p.line) if p.time_ms is not None)
-        found = []
-        if t.val and "val" in keys:
-            found.append((("val", tuple((p.step, p.loss) for p in t.val)), "identical val-loss trajectory"))
-        steps = {b[1] - a[1] for a, b in zip(timed, timed[1:])}
-        if len(timed) >= MIN_TIMED_POINTS and len(steps) >= 2 and "times" in keys:  # not uniformly spaced
-            found.append((("times", timed), f"the same {len(timed)} step times to the ms"))
-        if t.val and r.train_time_ms and "time+curve" in keys:
-            curve = tuple((p.step, None if p.loss is None else round(p.loss, 3)) for p in t.val)
-            found.append((("time+curve", r.train_time_ms, curve), f"the same train time ({r.train_time_ms:g} ms) "
-                                                                  "and val curve"))
+        found = fingerprints(r.trial, keys)
         hit = next(((seen[k], why) for k, why in found if k in seen), None)
         if hit:
             out[id(r)] = hit
         for k, _ in found:
             seen.setdefault(k, r)
     return out
+
+
+def fingerprints(t: logs.Trial, keys: tuple = ("val", "times", "time+curve")) -> list[tuple[tuple, str]]:
+    """What identifies a run (`duplicates`): (key, how two runs with that key coincide) per test in `keys`."""
+    timed = tuple((p.step, p.time_ms) for p in sorted(t.train + t.val, key=lambda p: p.line) if p.time_ms is not None)
+    found = []
+    if t.val and "val" in keys:
+        found.append((("val", tuple((p.step, p.loss) for p in t.val)), "identical val-loss trajectory"))
+    steps = {b[1] - a[1] for a, b in zip(timed, timed[1:])}
+    if len(timed) >= MIN_TIMED_POINTS and len(steps) >= 2 and "times" in keys:  # not uniformly spaced
+        found.append((("times", timed), f"the same {len(timed)} step times to the ms"))
+    end = t.final_val.time_ms if t.final_val else None
+    if t.val and end and "time+curve" in keys:
+        curve = tuple((p.step, None if p.loss is None else round(p.loss, 3)) for p in t.val)
+        found.append((("time+curve", end, curve), f"the same train time ({end:g} ms) and val curve"))
+    return found
 
 
 def _runs_counted(runs: list[Run], copy_of: dict) -> list[Check]:

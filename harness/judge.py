@@ -222,6 +222,9 @@ def _rule4(speed: Speed | None, rules: dict, parent: str | None) -> tuple[list[d
         return [], ["rule 4 is not in force under these rules"]
     if parent is None:
         return [], ["the first record of its track: no prior record to beat"]
+    if speed is None and test == "logged-time":
+        return [reason("speed", f"no time of the prior record {parent} to compare with (its runs are not here)",
+                       unknown=True, why="no-side-by-side")], []
     if speed is None:
         return [reason("speed", f"no side-by-side timing against {parent}: a record needs one (`speedrun attempt` "
                                 "interleaves runs of the parent by default)", unknown=True, why="no-side-by-side")], []

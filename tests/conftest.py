@@ -27,7 +27,7 @@ def pytest_collection_modifyitems(config, items):
 def corpus(tmp_path_factory):
     """The tiny-cpu corpus, with fewer train tokens (3 shards, so readers cross shard boundaries)."""
     from harness import data
-    from harness.track import load_track
+    from harness.core.track import load_track
 
     track = copy.deepcopy(load_track("tiny-cpu"))
     track["data"]["synthetic"].update(train_tokens=300_000, shard_tokens=100_000)

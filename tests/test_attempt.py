@@ -18,8 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from harness import attempt, cli, launch, ledger
-from harness.errors import InputError
+from harness.runs import attempt, launch
+from harness import cli, ledger
+from harness.core.errors import InputError
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "train_gpt.py"
@@ -30,7 +31,7 @@ STEPS = "6"  # past the tiny preset's 3 untimed warm-up steps; faults are armed 
 def track_corpus(tmp_path_factory):
     """The tiny-cpu corpus exactly as the track defines it (so `speedrun attempt` uses it as is)."""
     from harness import data
-    from harness.track import load_track
+    from harness.core.track import load_track
 
     out = tmp_path_factory.mktemp("track-corpus")
     data.ensure_synthetic(load_track("tiny-cpu"), out=str(out))

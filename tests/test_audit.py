@@ -10,8 +10,11 @@ from pathlib import Path
 import pytest
 
 import logmaker
-from harness import audit, cli, importer, layout, ledger, rules, verify
-from harness.track import load_track
+from harness.public import audit, importer, layout
+from harness import cli, ledger
+from harness.core import rules
+from harness.judge import verify
+from harness.core.track import load_track
 from test_ledger import root  # noqa: F401  (the tmp-project fixture)
 
 RECORDS = Path(__file__).resolve().parents[2] / "shared/fixtures/modded_records"

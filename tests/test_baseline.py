@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from harness import data, logs, verify
+from harness import data
+from harness.judge import logs, verify
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "baselines" / "tiny_nanogpt.py"

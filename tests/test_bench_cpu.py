@@ -6,7 +6,8 @@ import torch
 
 import logmaker
 import train_gpt as tg
-from harness import data, logs
+from harness import data
+from harness.judge import logs
 
 
 def test_bench_parse_log(benchmark):
@@ -51,7 +52,7 @@ def public_sized_tree(dest, copies: int = 9):
     import datetime as dt
     import shutil
 
-    from harness import layout
+    from harness.public import layout
 
     for k in range(copies):
         for folder in sorted(PUBLIC.iterdir()):
@@ -72,7 +73,7 @@ def test_bench_whole_public_tree(benchmark, tmp_path, verb):
     ≤ 10 s, import ≤ 15 s; the import writes every record, its evidence and the ledger)."""
     import shutil
 
-    from harness import audit, importer
+    from harness.public import audit, importer
 
     tree = public_sized_tree(tmp_path / "tree")
     root = tmp_path / "proj"

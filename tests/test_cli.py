@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from harness import cli, launch, run
-from harness.track import load_track
+from harness import cli
+from harness.runs import launch, run
+from harness.core.track import load_track
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -15,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_harness_imports_without_torch_or_numpy():
     """`import harness.cli` (and `speedrun --help`) work where torch, numpy and pandas cannot be imported."""
     code = ("import sys; sys.modules['torch'] = sys.modules['numpy'] = sys.modules['pandas'] = None; "
-            "import harness, harness.cli, harness.run, harness.track; "
+            "import harness, harness.cli, harness.runs.run, harness.core.track; "
             "sys.argv = ['speedrun', '--help']; harness.cli.main()")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert p.returncode == 0, p.stderr

@@ -11,9 +11,11 @@ import struct
 import numpy as np
 import pytest
 
-from harness import cli, data, files
-from harness.errors import InputError
-from harness.track import load_track
+from harness import cli, data
+from harness.data import synthetic
+from harness.core import files
+from harness.core.errors import InputError
+from harness.core.track import load_track
 
 SMALL = dict(vocab_size=64, topics=4, branching=3, first_tokens=2, mean_doc_len=20,
              concentration=1.0, train_tokens=50_000, shard_tokens=20_000)
@@ -276,13 +278,13 @@ def test_ensure_synthetic_reuses_and_repairs(tmp_path, monkeypatch):
     def refuse(*a, **k):
         raise AssertionError("regenerated a sound corpus")
 
-    monkeypatch.setattr(data, "generate_synthetic", refuse)
+    monkeypatch.setattr(synthetic, "generate_synthetic", refuse)
     assert data.ensure_synthetic(track) == first
     shard = tmp_path / "corpus" / "synthetic_train_000001.bin"
     shard.write_bytes(shard.read_bytes()[:-2])
     with pytest.raises(AssertionError):
         data.ensure_synthetic(track)
-    monkeypatch.setattr(data, "generate_synthetic", real)
+    monkeypatch.setattr(synthetic, "generate_synthetic", real)
     assert data.ensure_synthetic(track) == first and sha(shard) == first["shards"][shard.name]["sha256"]
 
 
@@ -298,7 +300,7 @@ def test_default_out_is_under_the_repo_root(tmp_path, monkeypatch):
 def test_cli_data_synthetic_json(tmp_path, monkeypatch, capsys):
     """`speedrun data synthetic --out DIR --seed 1 --json` writes the corpus, prints its manifest
     and exits 0."""
-    monkeypatch.setattr("harness.track.load_track", lambda name: small_track())
+    monkeypatch.setattr("harness.core.track.load_track", lambda name: small_track())
     out = tmp_path / "out"
     assert cli.main(["data", "synthetic", "--out", str(out), "--seed", "1", "--json"]) == 0
     printed = json.loads(capsys.readouterr().out)

@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from harness import cli, diff, stats
+from harness import cli
+from harness.public import diff
+from harness.core import stats
 import logmaker
 
 FIXTURES = Path("/work/shared/fixtures/modded_nanogpt_logs")
@@ -172,7 +174,7 @@ def test_one_run_a_side_has_no_ci(tmp_path):
 
 
 def test_welch_interval_matches_hand_computation():
-    """Unequal variances and sizes: df by Welch–Satterthwaite (here 2.2 → t quantile from harness.stats)."""
+    """Unequal variances and sizes: df by Welch–Satterthwaite (here 2.2 → t quantile from harness.core.stats)."""
     a, b = [1.0, 2.0, 3.0], [2.0, 4.0, 6.0, 8.0, 10.0]
     va, vb = 1.0 / 3, 10.0 / 5
     df = (va + vb) ** 2 / (va ** 2 / 2 + vb ** 2 / 4)

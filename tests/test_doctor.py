@@ -42,7 +42,7 @@ CUDA12 = "Cuda compilation tools, release 12.9, V12.9.86"
 def test_driver_check_against_the_ptxas_that_builds_the_kernels():
     """A driver older than the CUDA release of Triton's ptxas needs cannot load its cubins (broken); one that
     loads them but is below 580 is flagged slow; 580+ is ok; no driver version is broken."""
-    from harness.doctor import driver_check
+    from harness.runs.doctor import driver_check
 
     assert driver_check("570.124.06", CUDA13).verdict == "broken"
     assert "needs driver ≥ 580" in driver_check("570.124.06", CUDA13).figure
@@ -56,7 +56,7 @@ def test_driver_version_comes_from_nvidia_smi_and_ptxas_from_triton(tmp_path, mo
     """On a GPU node the line reads the driver from nvidia-smi (here a fake one on PATH) and the ptxas version
     of the Triton that will compile (this wheel's: CUDA 13 for sm_90, whose cubins need 580+)."""
     pytest.importorskip("triton")
-    from harness.doctor import driver_check, ptxas_for
+    from harness.runs.doctor import driver_check, ptxas_for
     from kernels import node
 
     smi = tmp_path / "nvidia-smi"
@@ -75,8 +75,8 @@ def test_memory_estimate_per_rank_on_fake_tensors():
     """The doctor's memory line, on this CPU: the gpt2-small preset's peak a rank, estimated on fake tensors
     (nothing allocated) on its CUDA path with the kernels, lands near the issue's ≈32 GiB and fits an H100
     (80 GB) with a tenth spare; one rank holds more (the whole optimizer state); the tiny preset fits any host."""
-    from harness.doctor import memory_check
-    from harness.track import load_track
+    from harness.runs.doctor import memory_check
+    from harness.core.track import load_track
 
     line = memory_check(load_track("gpt2-small"), [], {})
     est = line.detail

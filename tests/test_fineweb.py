@@ -15,8 +15,10 @@ import numpy as np
 import pytest
 
 import logmaker
-from harness import cli, data, fineweb, logs, verify
-from harness.track import load_track, tomllib
+from harness import cli, data
+from harness.data import fineweb
+from harness.judge import logs, verify
+from harness.core.track import load_track, tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 VAL = fineweb.VAL_NAME

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 import logmaker
-from harness import cli, importer, ledger
+from harness import cli, ledger
+from harness.public import importer
 from test_ledger import root, snapshot  # noqa: F401  (the tmp-project fixture)
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared/fixtures/modded_nanogpt_logs"

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from harness import attempt, verify
-from harness.track import load_track
+from harness.runs import attempt
+from harness.judge import verify
+from harness.core.track import load_track
 
 TRACK = load_track("tiny-cpu")
 
@@ -104,7 +105,7 @@ def test_more_pairs_needed_clears_the_interval(tmp_path):
     from statistics import fmean, stdev
     m, sd = fmean(math.log(r) for r in ratios), stdev(math.log(r) for r in ratios)
     n = len(ratios) + more
-    from harness import stats
+    from harness.core import stats
     assert m - stats.t_ppf(0.975, n - 1) * sd / math.sqrt(n) > 0
     assert m - stats.t_ppf(0.975, n - 2) * sd / math.sqrt(n - 1) <= 0
 
@@ -163,7 +164,7 @@ def _attempt_folder(tmp_path, root, rec_id, cand_ms, base_ms):
     import json
 
     import logmaker
-    from harness.files import sha256_file
+    from harness.core.files import sha256_file
 
     adir = tmp_path / "attempt"
     adir.mkdir()

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 import logmaker
-from harness import cli, leaderboard, ledger
+from harness import cli, ledger
+from harness.ledger import leaderboard
 from test_ledger import make_logs, root  # noqa: F401  (the tmp-project fixture)
 
 ROOT = Path(__file__).resolve().parents[1]

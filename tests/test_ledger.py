@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 import logmaker
-from harness.files import sha256_bytes
+from harness.core.files import sha256_bytes
 from harness import cli, ledger
-from harness.track import load_track
+from harness.core.track import load_track
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -132,7 +132,7 @@ def test_logs_or_runs_already_in_the_ledger_are_refused(root, tmp_path, capsys):
 def test_a_parent_on_another_track_or_not_a_record_is_bad_input(root, tmp_path, capsys):
     """`--parent` naming another track's record, or an unofficial one, exits 2 and writes nothing."""
     shutil.copytree(ROOT / "records/gpt2-small", root / "records/gpt2-small", ignore=shutil.ignore_patterns("0*"))
-    import harness.verify  # noqa: F401  (the gpt2 logs below are made by logmaker)
+    import harness.judge.verify  # noqa: F401  (the gpt2 logs below are made by logmaker)
     gpu = make_logs(tmp_path / "g", track="gpt2-small", preset="gpt2-small", gpus=(8, "H100 80GB HBM3"),
                     world_size=8, final=3.27)
     other = ledger.add(gpu, "gpt2-small", "gpu", root=root).record
@@ -328,7 +328,7 @@ def test_find_takes_a_record_by_whole_id_or_by_number():
     there, or a prefix that is not a whole number, is an InputError listing the known ids."""
     from types import SimpleNamespace
 
-    from harness.errors import InputError
+    from harness.core.errors import InputError
 
     recs = [SimpleNamespace(id="tiny-cpu/0001_nanogpt-baseline"), SimpleNamespace(id="tiny-cpu/0002_muon")]
     assert ledger.find(recs, "tiny-cpu/0001", "--parent").id == "tiny-cpu/0001_nanogpt-baseline"

@@ -1,4 +1,4 @@
-"""`harness.logs` / `speedrun parse`: every log format since 2024 reads into the same facts."""
+"""`harness.judge.logs` / `speedrun parse`: every log format since 2024 reads into the same facts."""
 import csv
 import json
 import subprocess
@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 
 import logmaker
-from harness import cli, logs
-from harness.errors import InputError
-from harness.files import sha256_text
+from harness import cli
+from harness.judge import logs
+from harness.core.errors import InputError
+from harness.core.files import sha256_text
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).resolve().parents[2] / "shared/fixtures/modded_nanogpt_logs"
@@ -174,9 +175,9 @@ def test_parse_cli_table_and_missing_file(tmp_path, capsys):
 
 
 def test_logs_import_without_torch_or_numpy():
-    """`harness.logs` and `speedrun parse` need neither torch nor numpy."""
+    """`harness.judge.logs` and `speedrun parse` need neither torch nor numpy."""
     code = ("import sys; sys.modules['torch'] = None; sys.modules['numpy'] = None; "
-            "import harness.cli, harness.logs")
+            "import harness.cli, harness.judge.logs")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert p.returncode == 0, p.stderr
 

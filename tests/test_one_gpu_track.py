@@ -11,7 +11,7 @@ import numpy as np
 
 import train_gpt as tg
 from harness import data
-from harness.track import load_track
+from harness.core.track import load_track
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -31,7 +31,7 @@ def test_the_track_is_gpt2_small_on_one_gpu():
 
 def test_one_rank_holds_it_in_an_h100():
     """The doctor's fake-tensor estimate for the track (1 rank: all of the optimizer state) fits 80 GB."""
-    from harness.doctor import memory_check
+    from harness.runs.doctor import memory_check
 
     line = memory_check(load_track("gpt2-small-1gpu"), [], {})
     assert line.verdict == "ok" and line.detail["ranks"] == 1 and line.detail["fits"], line.figure

@@ -8,8 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from harness import audit, cli, layout, logs, rules, verify
-from harness.track import load_track
+from harness.public import audit, layout
+from harness import cli
+from harness.judge import logs, verify
+from harness.core import rules
+from harness.core.track import load_track
 
 RECORDS = Path(__file__).resolve().parents[2] / "shared/fixtures/modded_records"
 TREE, README = RECORDS / "track_1_short", RECORDS / "README_excerpt.md"

@@ -1,4 +1,4 @@
-"""`harness.stats`: the target t-test, its t distribution, intervals on times, A/B speedups."""
+"""`harness.core.stats`: the target t-test, its t distribution, intervals on times, A/B speedups."""
 import math
 import random
 import subprocess
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import stats
+from harness.core import stats
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -78,7 +78,7 @@ def test_speedup_from_pairs():
 
 
 def test_stats_import_without_numpy_or_scipy():
-    """`harness.stats` uses the standard library only."""
-    code = "import sys; sys.modules['numpy'] = sys.modules['scipy'] = sys.modules['torch'] = None; import harness.stats"
+    """`harness.core.stats` uses the standard library only."""
+    code = "import sys; sys.modules['numpy'] = sys.modules['scipy'] = sys.modules['torch'] = None; import harness.core.stats"
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert p.returncode == 0, p.stderr

@@ -14,7 +14,7 @@ def imports(path: Path) -> set[str]:
         if isinstance(node, ast.Import):
             names = [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            # `from harness import ledger` imports harness.ledger; `from harness.files import x` harness.files
+            # `from harness import ledger` imports harness.ledger; `from harness.core.files import x` harness.core.files
             names = [f"{node.module}.{a.name}" for a in node.names] + [node.module]
         else:
             continue

@@ -15,7 +15,7 @@ import torch
 
 import train_gpt as tg
 from harness import data
-from harness.track import load_track
+from harness.core.track import load_track
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = tg.PRESETS["tiny"]

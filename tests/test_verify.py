@@ -1,4 +1,4 @@
-"""`harness.verify` / `speedrun verify`: each check passes on clean runs and fails on a log built to break it.
+"""`harness.judge.verify` / `speedrun verify`: each check passes on clean runs and fails on a log built to break it.
 
 Clean runs are synthetic *complete* logs in our format (tests/logmaker.py); the real trainer's log (a
 `--max-steps` smoke run, incomplete by design) is used for provenance.
@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 import logmaker
-from harness import cli, verify
-from harness.track import load_track
+from harness import cli
+from harness.judge import verify
+from harness.core.track import load_track
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).resolve().parents[2] / "shared/fixtures/modded_nanogpt_logs"
@@ -304,7 +305,7 @@ def test_verify_without_torch_or_numpy(tmp_path):
     """`speedrun verify` and `parse` run with torch, numpy and scipy unimportable."""
     paths = write_runs(tmp_path, 2)
     code = ("import sys; sys.modules['torch'] = sys.modules['numpy'] = sys.modules['scipy'] = None; "
-            "import harness.cli, harness.logs, harness.stats, harness.verify; "
+            "import harness.cli, harness.judge.logs, harness.core.stats, harness.judge.verify; "
             f"sys.exit(harness.cli.main(['verify', {str(paths[0])!r}, {str(paths[1])!r}, '--track', 'tiny-cpu']))")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert p.returncode == 0, p.stdout + p.stderr

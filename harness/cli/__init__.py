@@ -10,8 +10,8 @@ import argparse
 import json
 import sys
 
-from harness.errors import EXIT_FAIL, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, InputError
-from harness.files import finite
+from harness.core.errors import EXIT_FAIL, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, InputError
+from harness.core.files import finite
 
 # How a verb is written: the noun module computes and returns a result (JSON-able, or with .to_json());
 # the same module's `render*` draws it for people; the verb here parses flags, calls the one, then prints
@@ -41,13 +41,13 @@ def _emit(args, obj, render, code: int = EXIT_OK) -> int:
 
 def cmd_data_synthetic(args) -> int:
     from harness import data  # numpy, lazily
-    from harness.track import load_track
+    from harness.core.track import load_track
 
     return _emit(args, data.generate_from_track(load_track(args.track), out=args.out, seed=args.seed), data.render)
 
 
 def cmd_data_fineweb(args) -> int:
-    from harness import fineweb  # numpy, lazily; huggingface_hub only when something is downloaded
+    from harness.data import fineweb  # numpy, lazily; huggingface_hub only when something is downloaded
 
     try:
         n = fineweb.DEFAULT_TRAIN_SHARDS if args.train_shards is None else args.train_shards
@@ -59,7 +59,7 @@ def cmd_data_fineweb(args) -> int:
 
 
 def cmd_data_check(args) -> int:
-    from harness import fineweb  # numpy, lazily
+    from harness.data import fineweb  # numpy, lazily
 
     rep = fineweb.check_dir(args.dir, args.track, progress=not args.json)
     return _emit(args, rep, fineweb.render_check, EXIT_OK if rep["ok"] else EXIT_FAIL)
@@ -68,7 +68,7 @@ def cmd_data_check(args) -> int:
 # ---- run / attempt: the trainer in child processes ------------------------------------------------
 
 def cmd_run(args) -> int:
-    from harness import run
+    from harness.runs import run
 
     code, out = run.run_track(args.track, _console(stderr=args.json), seed=args.seed, nproc=args.nproc,
                               max_steps=args.max_steps, data_dir=args.data_dir)
@@ -77,7 +77,7 @@ def cmd_run(args) -> int:
 
 def cmd_main(args) -> int:
     """What `./run.sh` runs: the main job for this machine's hardware."""
-    from harness import attempt
+    from harness.runs import attempt
 
     return attempt.main_job()
 
@@ -102,7 +102,7 @@ def _seeds(text: str) -> list[int]:
 
 
 def cmd_attempt(args) -> int:
-    from harness import attempt
+    from harness.runs import attempt
 
     if not args.track and not args.extend:
         raise InputError("attempt: --track is required (or --extend DIR to add pairs to a finished attempt)")
@@ -122,11 +122,11 @@ def cmd_attempt(args) -> int:
 # ---- parse / verify / diff: read logs, judge them, compare them -------------------------------------
 
 def cmd_parse(args) -> int:
-    from harness import logs
+    from harness.judge import logs
 
     parsed = [logs.parse_file(f) for f in args.files]
     if args.csv or args.parquet:
-        from harness import tidy  # pandas, lazily
+        from harness.judge import tidy  # pandas, lazily
 
         df = tidy.frame(args.files)
         for path in tidy.write(df, csv=args.csv, parquet=args.parquet):
@@ -135,7 +135,7 @@ def cmd_parse(args) -> int:
 
 
 def cmd_verify(args) -> int:
-    from harness import verify
+    from harness.judge import verify
 
     from harness import ledger
 
@@ -145,7 +145,7 @@ def cmd_verify(args) -> int:
 
 
 def cmd_diff(args) -> int:
-    from harness import diff
+    from harness.public import diff
 
     d = diff.diff(args.a, args.b, context=args.context)
     if args.plot:
@@ -163,7 +163,9 @@ def _contributors(values) -> list[str]:
 
 
 def cmd_record_add(args) -> int:
-    from harness import attempt, leaderboard, ledger
+    from harness.runs import attempt
+    from harness.ledger import leaderboard
+    from harness import ledger
 
     readme = None
     if args.readme:
@@ -207,34 +209,34 @@ def cmd_ledger_check(args) -> int:
 def cmd_leaderboard(args) -> int:
     from pathlib import Path
 
-    from harness import leaderboard
+    from harness.ledger import leaderboard
 
     info = leaderboard.write(include_unofficial=args.all, plot=not args.no_plot, out=Path(args.out) if args.out else None)
     return _emit(args, info, leaderboard.render)
 
 
 def cmd_import(args) -> int:
-    from harness import importer
+    from harness.public import importer
 
     return _emit(args, importer.import_tree(args.dir, args.track, dry_run=args.dry_run, readme=args.readme),
                  importer.render)
 
 
 def cmd_audit(args) -> int:
-    from harness import audit
+    from harness.public import audit
 
     rep = audit.audit_tree(args.tree, args.track, readme=args.readme, parent=args.parent)
     if args.markdown:
         if not rep["single"]:
             raise InputError(f"--markdown {args.markdown}: only for one record folder ({args.tree} is a tree)")
-        from harness.files import atomic_write
+        from harness.core.files import atomic_write
         atomic_write(args.markdown, audit.markdown(rep))
     code = EXIT_FAIL if rep["single"] and rep["folders"] and rep["folders"][0]["status"] != "accepted" else EXIT_OK
     return _emit(args, rep, audit.render, code)
 
 
 def cmd_doctor(args) -> int:
-    from harness import doctor, launch
+    from harness.runs import doctor, launch
 
     track = args.track or ("gpt2-small" if launch.gpu_count() else "tiny-cpu")
     say = (lambda line: print(line, file=sys.stderr)) if args.json else print
@@ -245,8 +247,8 @@ def cmd_doctor(args) -> int:
 # ---- bench: kernels against their references ---------------------------------------------------------
 
 def cmd_bench(args) -> int:
-    from harness import bench
-    from harness.track import repo_root
+    from harness.runs import bench
+    from harness.core.track import repo_root
 
     say = (lambda line: print(line, file=sys.stderr)) if args.json else print
     if args.compile_only:
@@ -263,7 +265,7 @@ def cmd_bench(args) -> int:
 # ---- the parser --------------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
-    from harness.track import find_root
+    from harness.core.track import find_root
 
     root, how = find_root()
     p = argparse.ArgumentParser(prog="speedrun", description=__doc__.split("\n\n")[0].split(": ", 1)[1],

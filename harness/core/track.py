@@ -11,7 +11,7 @@ import re
 import sys
 from pathlib import Path
 
-from harness.errors import InputError
+from harness.core.errors import InputError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -121,7 +121,7 @@ def load_track(name: str) -> dict:
     if test == "margin" and "c" not in track["significance"]:
         raise TrackError(f"{path}: significance.test = 'margin' needs the constant c")
     track["significance"].setdefault("test", test)
-    from harness import rules
+    from harness.core import rules
 
     problem = rules.validate(track, str(path))
     if problem:

@@ -21,15 +21,12 @@ Standard library only.
 """
 from __future__ import annotations
 
-import math
-from dataclasses import asdict, dataclass, field
-from statistics import fmean, stdev
+from dataclasses import dataclass, field
 
-from harness import stats
+from harness.judge.speed import Speed
 
 OUTCOMES = ("accepted", "rejected", "unverifiable")
 SPEED_TESTS = ("interval", "logged-time", "none")
-SIDE_BY_SIDE = ("paired", "unpaired")
 
 # The rule behind each check, as a reviewer names it in a verdict.
 RULES = {
@@ -57,76 +54,6 @@ RULES = {
     "no-pairs": "rule 4: faster than the prior record on the same hardware",
     "no-baseline": "rule 4: faster than the prior record on the same hardware",
 }
-
-
-@dataclass
-class Speed:
-    """Rule 4's evidence: how much faster than `against`, measured how.
-
-    kind: `paired` (interleaved A/B by seed on one node), `unpaired` (a baseline cohort timed beside the
-    runs, e.g. in a record folder), `logged` (the parent's own logged times: another node, not side by side).
-    estimate/lo/hi: time_baseline / time_candidate (> 1: faster), the interval at `level`."""
-    against: str
-    kind: str
-    estimate: float
-    lo: float | None
-    hi: float | None
-    n: int                          # pairs (paired), else the smaller side
-    baseline_mean_ms: float
-    candidate_mean_ms: float
-    level: float = 0.95
-    looks: int = 1                  # how many times this attempt's interval was looked at (`--extend`)
-    log_sd: float | None = None     # spread of the log ratios (paired) or the pooled log times (unpaired)
-
-    @classmethod
-    def paired(cls, against: str, pairs: list[tuple[float, float]], level: float = 0.95, looks: int = 1) -> "Speed":
-        s = stats.speedup(pairs, level)
-        ratios = [math.log(a / b) for a, b in pairs]
-        return cls(against, "paired", s.estimate, s.lo, s.hi, len(pairs), fmean(a for a, _ in pairs),
-                   fmean(b for _, b in pairs), level, looks, stdev(ratios) if len(ratios) > 1 else None)
-
-    @classmethod
-    def unpaired(cls, against: str, base_ms: list[float], cand_ms: list[float], level: float = 0.95,
-                 kind: str = "unpaired") -> "Speed":
-        s = stats.speedup_unpaired(base_ms, cand_ms, level)
-        la, lb = [math.log(x) for x in base_ms], [math.log(x) for x in cand_ms]
-        sd = math.sqrt((stdev(la) ** 2 + stdev(lb) ** 2) / 2) if len(la) > 1 and len(lb) > 1 else None
-        return cls(against, kind, s.estimate, s.lo, s.hi, min(len(la), len(lb)), fmean(base_ms), fmean(cand_ms),
-                   level, 1, sd)
-
-    @property
-    def side_by_side(self) -> bool:
-        return self.kind in SIDE_BY_SIDE
-
-    def more_needed(self, cap: int = 999) -> int | None:
-        """How many more pairs (or runs a side) the observed spread needs for the interval to clear 1 at
-        this estimate; None when the estimate is not above 1 or there is no spread to go by."""
-        if self.estimate <= 1 or not self.log_sd:
-            return None
-        effect, scale = math.log(self.estimate), self.log_sd * (1 if self.kind == "paired" else math.sqrt(2))
-
-        def clears(n: int) -> bool:  # the half-width shrinks as n grows: bisect, not a walk of t_ppf calls
-            return stats.t_ppf(1 - (1 - self.level) / 2, n - 1) * scale / math.sqrt(n) < effect
-
-        lo, hi = max(self.n, 2), cap
-        if not clears(hi):
-            return None
-        while lo < hi:
-            mid = (lo + hi) // 2
-            lo, hi = (lo, mid) if clears(mid) else (mid + 1, hi)
-        return lo - self.n
-
-    def describe(self) -> str:
-        ci = "" if self.lo is None else f" ({self.level:.0%} CI {self.lo:.3f}–{self.hi:.3f}×)"
-        how = {"paired": f"{self.n} interleaved A/B pair(s)", "unpaired": f"runs timed beside it ({self.n}+ a side)",
-               "logged": "its logged times (another node)"}[self.kind]
-        return f"{self.estimate:.3f}×{ci} over {self.against}, from {how}"
-
-    def to_json(self) -> dict:
-        d = asdict(self)
-        d["ci95"] = [self.lo, self.hi]  # the name record.json and attempt.json have always used
-        d["speedup"] = self.estimate
-        return d
 
 
 @dataclass
@@ -177,14 +104,14 @@ def with_reason(d: Decision, r: dict) -> Decision:
 
 
 def speed_rule(rules: dict) -> tuple[str, float]:
-    """(test, level) of rule 4 under `rules` (harness.rules.at): track data, like the significance test."""
+    """(test, level) of rule 4 under `rules` (harness.core.rules.at): track data, like the significance test."""
     return rules.get("speed", "interval"), float(rules.get("speed_level", 0.95))
 
 
 def decide(verdict, rules: dict, *, speed: Speed | None = None, parent: str | None = None,
            reproduction_of: str | None = None, problems: list[dict] = ()) -> Decision:
     """The one verdict. `verdict`: verify's Verdict of the submitted runs (None: no run to verify);
-    `rules`: the rules in force (harness.rules.at); `speed`: rule 4's evidence against `parent` (the
+    `rules`: the rules in force (harness.core.rules.at); `speed`: rule 4's evidence against `parent` (the
     record or folder it improves on; None: the first record of its track); `reproduction_of`: the
     record whose code these runs are, byte for byte (no speed claim then); `problems`: what the caller
     found before verification (unfinished runs, a smoke run, a bad parent), as `reason(...)` dicts."""

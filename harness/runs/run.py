@@ -8,10 +8,10 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
-from harness.errors import EXIT_FAIL, EXIT_OK
-from harness.launch import Watch, prepare_data, trainer_command, trainer_env
-from harness.proc import stream
-from harness.track import load_track, nproc as track_nproc, repo_root
+from harness.core.errors import EXIT_FAIL, EXIT_OK
+from harness.runs.launch import Watch, prepare_data, trainer_command, trainer_env
+from harness.runs.proc import stream
+from harness.core.track import load_track, nproc as track_nproc, repo_root
 
 
 def run_track(track_name: str, console, *, seed: int = 0, nproc: int | None = None, max_steps: int | None = None,

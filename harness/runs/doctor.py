@@ -31,9 +31,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness import launch as launcher
-from harness.proc import stream
-from harness.track import load_track, nproc, repo_root
+from harness.runs import launch as launcher
+from harness.runs.proc import stream
+from harness.core.track import load_track, nproc, repo_root
 
 # What counts as slow (data, not code paths): a node below these is sound but will not make a record's time.
 SLOW = {"matmul_bf16_pct": 60.0, "matmul_fp8_pct": 45.0, "allreduce_busbw_gbps": 200.0}

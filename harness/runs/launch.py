@@ -15,9 +15,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness import logs
-from harness.errors import InputError
-from harness.track import data_dir, repo_root
+from harness.judge import logs
+from harness.core.errors import InputError
+from harness.core.track import data_dir, repo_root
 
 DIVERGED = "diverged:"  # the trainer's line (exit code 3) when the loss went nan, inf or too high
 

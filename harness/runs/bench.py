@@ -14,8 +14,8 @@ import re
 import subprocess
 from pathlib import Path
 
-from harness.errors import InputError
-from harness.files import atomic_write
+from harness.core.errors import InputError
+from harness.core.files import atomic_write
 from kernels import ALL
 
 

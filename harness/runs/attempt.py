@@ -56,10 +56,10 @@ import uuid
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from harness import launch as launcher, proc
-from harness.errors import EXIT_FAIL, EXIT_INTERRUPTED, EXIT_OK, InputError
-from harness.files import atomic_write, finite, number, sha256_bytes, sha256_file
-from harness.track import data_dir, load_track, nproc as track_nproc, repo_root
+from harness.runs import launch as launcher, proc
+from harness.core.errors import EXIT_FAIL, EXIT_INTERRUPTED, EXIT_OK, InputError
+from harness.core.files import atomic_write, finite, number, sha256_bytes, sha256_file
+from harness.core.track import data_dir, load_track, nproc as track_nproc, repo_root
 
 SCHEMA = 1
 MANIFEST = "attempt.json"
@@ -601,7 +601,9 @@ def judge(m: dict, track: dict, max_steps: int | None = None) -> dict:
     the baseline record). A reproduction (the candidate's code is the baseline record's) is judged on its
     runs alone and compared with the record's own time (a node calibration). The verdict dict keeps the
     keys scripts read (`record`, `reasons`, `summary`, `verify`, `speedup`) beside the judge's own."""
-    from harness import judge as judging, rules as rulebook, verify
+    from harness import judge as judging
+    from harness.core import rules as rulebook
+    from harness.judge import verify
 
     adir = Path(m["dir"])
     cands = [r for r in m["runs"] if r["role"] == "candidate"]
@@ -640,23 +642,16 @@ def _speed(m: dict):
     for a public script that picks its own seed)."""
     from harness import judge as judging
 
-    by_seed = {}
-    for r in m["runs"]:
-        if r["outcome"] == "ok" and r["train_time_ms"]:
-            by_seed.setdefault(r["seed"], {})[r["role"]] = r["train_time_ms"]
-    pairs = [(t["baseline"], t["candidate"]) for t in by_seed.values() if len(t) == 2]
-    if not pairs:
-        return None
-    return judging.Speed.paired(m["baseline"]["record"], pairs, looks=len(m.get("looks") or []) + 1)
+    return judging.Speed.from_pairs_by_seed(m["baseline"]["record"], m["runs"], looks=len(m.get("looks") or []) + 1)
 
 
 def _speed_json(m: dict, speed) -> dict:
-    from harness import stats
+    from harness.core import stats
 
-    out = {**speed.to_json(), "baseline": speed.against, "pairs": speed.n, "more_pairs_needed": speed.more_needed()}
+    out = speed.to_json()
     a = [r["train_time_ms"] for r in m["runs"] if r["role"] == "baseline" and r["outcome"] == "ok"]
     b = [r["train_time_ms"] for r in m["runs"] if r["role"] == "candidate" and r["outcome"] == "ok"]
-    if len(a) >= 2 and len(b) >= 2:
+    if len(a) >= 2 and len(b) >= 2:  # every finished run, paired or not
         out["time_difference_ms_ci95"] = list(stats.welch_interval(a, b))
     return out
 
@@ -689,7 +684,8 @@ def record_attempt(folder: str | Path, title: str, *, contributors=(), allow_fai
     "notes"}. Refused, with nothing written, when a candidate run did not finish (unless `allow_failing`)
     or the ledger's verification fails (unless `allow_failing`). A log whose sha256 differs from the
     manifest's, or a manifest that is not one, is bad input (InputError)."""
-    from harness import ledger, logs as logmod
+    from harness import ledger
+    from harness.judge import logs as logmod
 
     folder = Path(folder).resolve()
     m = load_manifest(folder)
@@ -727,7 +723,7 @@ def record_attempt(folder: str | Path, title: str, *, contributors=(), allow_fai
                 + ", ".join(r["run_id"] for r in without) + "): a record takes every run; nothing recorded"}
     # anything short of every planned run, finished and logged, can only be unofficial
     incomplete = bool(unfinished or without or m.get("status") != "done" or len(cands) < len(m.get("seeds") or []))
-    from harness import leaderboard
+    from harness.ledger import leaderboard
     parent = parent or (m.get("baseline") or {}).get("record") or m.get("reproduction_of")
     date = date or _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d")
     base_logs = [str(folder / r["log"]) for r in m["runs"] if r.get("role") == "baseline" and r.get("outcome") == "ok"

@@ -24,11 +24,14 @@ from statistics import fmean
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-from harness import judge, layout, logs, stats, verify
-from harness import rules as rulebook
-from harness.errors import InputError
-from harness.files import number, sha256_text
-from harness.track import load_track
+from harness import judge
+from harness.public import layout
+from harness.judge import logs, verify
+from harness.core import stats
+from harness.core import rules as rulebook
+from harness.core.errors import InputError
+from harness.core.files import number, sha256_text
+from harness.core.track import load_track
 
 ROW = re.compile(r"^\|?\s*(\d+)\s*\|(.*)$")
 LINK = re.compile(r"\[([^\]]*)\]\(([^)\s]+)\)")
@@ -338,7 +341,7 @@ def _row_parent(folder: Path, track: dict, rs: list[Row], root: Path) -> Known:
 
 def _given_parent(spec: str, track: dict) -> Known:
     """--parent: a record folder (public or ours), a folder of logs, one log, or a record id."""
-    from harness import diff
+    from harness.public import diff
 
     side = diff.resolve(spec)
     trials = [t for p in side.logs for t in p.trials if t.complete]
@@ -432,8 +435,8 @@ def judge_folder(folder: Path, track: dict, rs: list[Row], par: Known | None, kn
         against = f"{base.dir or '.'} ({len(base.final_times_ms)} runs, {base.steps} steps)"
         speed = judge.Speed.unpaired(against, base.final_times_ms, times)
         a.baseline = {"dir": base.dir, "runs": len(base.paths), "how": f.baseline_how, "steps": base.steps}
-        a.speedup = {**speed.to_json(), "baseline": base.dir or ".", "baseline_mean_s": speed.baseline_mean_ms / 1000,
-                     "runs": [len(base.final_times_ms), len(times)]}
+        # `baseline` names the cohort's folder here; `baseline_mean_s` is kept for scripts that read it
+        a.speedup = {**speed.to_json(), "baseline": base.dir or ".", "baseline_mean_s": speed.baseline_mean_ms / 1000}
     a.baseline_missed = [{"dir": g.dir, "runs": len(g.paths), "steps": g.steps,
                           "mean_val_loss": fmean(g.final_losses) if g.final_losses else None}
                          for g in f.baseline_missed]

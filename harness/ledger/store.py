@@ -26,11 +26,12 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from harness import judge, logs, verify
-from harness.errors import InputError
-from harness.files import atomic_write, finite as number_tree, fsync_dir, number, sha256_bytes
-from harness.text import fmt, md
-from harness.track import REF, load_track, repo_root
+from harness import judge
+from harness.judge import logs, verify
+from harness.core.errors import InputError
+from harness.core.files import atomic_write, finite as number_tree, fsync_dir, number, sha256_bytes
+from harness.core.text import fmt, md
+from harness.core.track import REF, load_track, repo_root
 
 SCHEMA_VERSION = 2
 READS = (1, 2)  # v1 records (no evidence, speedup or launch) stay readable
@@ -392,7 +393,7 @@ def parent_reference(track_name: str, spec: str | None = None, root: Path | None
     """What runs on `track_name` are judged against for rule 3: `spec` (a record id, a record folder or a
     log file), else the track's latest official record; None when the track has no record yet."""
     if spec and Path(spec).exists():
-        from harness import diff
+        from harness.public import diff
 
         side = diff.resolve(spec)
         if not side.sources and not any(p.trials for p in side.logs):
@@ -421,7 +422,7 @@ def prepare(log_paths: list[str], track_name: str, *, date: str | None = None, p
     paths}: stored under `evidence/`, each verified on its own; a baseline group is the preferred
     reference for the systems-only exception and gives the speedup. A missing file, a file with no run
     or an unknown track → InputError."""
-    from harness import rules as rulebook
+    from harness.core import rules as rulebook
 
     track = load_track(track_name)
     taken: set = set()
@@ -471,9 +472,7 @@ def prepare(log_paths: list[str], track_name: str, *, date: str | None = None, p
             sp = None
         elif parent_id is not None:
             sp.against = parent_id
-        speed = {"baseline": sp.against, "runs": [len(base_times), len(times)], "speedup": sp.estimate,
-                 "ci95": [sp.lo, sp.hi], "baseline_mean_ms": sp.baseline_mean_ms,
-                 "candidate_mean_ms": sp.candidate_mean_ms}
+        speed = sp.to_json()
     first = next((p for p in parsed if p.sources), None)
     repro = bool(parent_ref is not None and parent_ref.sources and first is not None
                  and _stored_names(first.sources) == _stored_names(parent_ref.sources))

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness import logs
+from harness.judge import logs
 
 CATEGORICAL = ("file", "kind", "era", "code_sha256", "gpus", "torch", "date")
 COLUMNS = ("file", "trial", "step", "total_steps", "kind", "val_loss", "train_loss", "train_time_ms", "step_avg_ms",
@@ -76,7 +76,7 @@ def frame(paths):
     A folder's files that are not run logs are passed over; a named file that is not one is an error.
     Built log by log into arrays (no row objects: a public history's 2 M rows take ~120 MB); the strings
     repeated on every row of a log are categoricals."""
-    from harness.errors import InputError
+    from harness.core.errors import InputError
 
     try:
         import numpy as np
@@ -117,7 +117,7 @@ def frame(paths):
 
 def write(df, csv: str | None = None, parquet: str | None = None) -> list[str]:
     """Write the frame as CSV and/or Parquet (Parquet needs pyarrow); returns what was written."""
-    from harness.errors import InputError
+    from harness.core.errors import InputError
 
     done = []
     if csv:

@@ -22,11 +22,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness import layout, ledger, logs, verify
-from harness.errors import InputError
-from harness.files import sha256_file
-from harness.layout import shown
-from harness.track import load_track, repo_root
+from harness.public import layout
+from harness import ledger
+from harness.judge import logs, verify
+from harness.core.errors import InputError
+from harness.core.files import sha256_file
+from harness.public.layout import shown
+from harness.core.track import load_track, repo_root
 
 
 @dataclass
@@ -77,7 +79,7 @@ def convention(parsed: list[logs.ParsedLog]) -> dict | None:
 
 def public_rows(readme: str, base: Path) -> dict[str, dict]:
     """Folder name → its row of the README's record table (the table whose links point into `base`)."""
-    from harness import audit
+    from harness.public import audit
 
     out: dict[str, dict] = {}
     for r in audit.read_table(readme, base):
@@ -172,7 +174,7 @@ def import_tree(src: str, track: str, *, dry_run: bool = False, root: Path | Non
             parent_ref = verify.Reference(f"record {parent.id}", sub.sources or None,
                                           [t for p in sub.parsed for t in p.trials])
     if imported_any:
-        from harness import leaderboard
+        from harness.ledger import leaderboard
 
         leaderboard.write(root)
     skips_first = sorted(items, key=lambda i: (i.action != "skip" or i.date is not None, i.date or "", i.folder))

@@ -17,9 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from statistics import fmean
 
-from harness import logs, stats
-from harness.errors import InputError
-from harness.track import REF, records_dir
+from harness.judge import logs
+from harness.core import stats
+from harness.core.errors import InputError
+from harness.core.track import REF, records_dir
 
 LOG_GLOBS = ("*.txt", "*.log")
 LEVEL = 0.95
@@ -101,7 +102,7 @@ def _public(folder: Path) -> bool:
 
 def _folder_side(spec: str, folder: Path) -> Side:
     """A public record folder or a folder of logs: the runs of its submission cohort (harness/layout.py)."""
-    from harness import layout
+    from harness.public import layout
 
     f = layout.read_folder(folder, None)
     if f.submission is None:

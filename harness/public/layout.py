@@ -38,9 +38,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from statistics import fmean
 
-from harness import logs
-from harness.errors import InputError
-from harness.files import sha256_text
+from harness.judge import logs
+from harness.core.errors import InputError
+from harness.core.files import sha256_text
 
 DATED = re.compile(r"^(\d{4}-\d{2}-\d{2}|\d{8})[_-](.*)$", re.DOTALL)
 LOG_EXT = (".txt", ".log")
@@ -165,7 +165,7 @@ def _normalise(text: str) -> str:
         _hash_code(co, h)
         return h.hexdigest()
     except (SyntaxError, ValueError, TypeError, RecursionError):
-        from harness.rules import live_code
+        from harness.core.rules import live_code
         return sha256_text(" ".join(live_code(text).split()))
 
 

@@ -23,10 +23,10 @@ import urllib.request
 from pathlib import Path
 from typing import Callable
 
-from harness.data import ShardError, read_header, val_problems
-from harness.errors import InputError
-from harness.files import atomic_write, sha256_file, sha256_set
-from harness.track import data_dir, data_pin, load_track, records_dir
+from harness.data.shards import ShardError, read_header, val_problems
+from harness.core.errors import InputError
+from harness.core.files import atomic_write, sha256_file, sha256_set
+from harness.core.track import data_dir, data_pin, load_track, records_dir
 
 GENERATOR = "harness.fineweb v1"
 VAL_NAME = "fineweb_val_000000.bin"
@@ -297,7 +297,7 @@ _HEADER = re.compile(r"\s*\[(\[?)\s*([^\]]+?)\s*\]\]?\s*(#.*)?$")
 def pin_val(track_name: str, filename: str, sha256: str) -> str:
     """Pin `filename`'s sha256 in the track's [data.pin]: "added", or "kept" if already pinned so.
     A different pin is a DataError and nothing changes. The text is edited minimally and atomically."""
-    from harness.track import tomllib
+    from harness.core.track import tomllib
 
     load_track(track_name)  # exists and valid
     path = records_dir() / track_name / "track.toml"

@@ -11,10 +11,10 @@ import re
 from pathlib import Path
 
 from harness import ledger
-from harness.errors import InputError
-from harness.files import atomic_write
-from harness.text import fmt, md
-from harness.track import load_track, repo_root
+from harness.core.errors import InputError
+from harness.core.files import atomic_write
+from harness.core.text import fmt, md
+from harness.core.track import load_track, repo_root
 
 OUT = "leaderboard.md"
 PLOT = "progress.png"

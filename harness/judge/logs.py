@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from operator import itemgetter
 
-from harness.errors import InputError
-from harness.files import number, sha256_text
+from harness.core.errors import InputError
+from harness.core.files import number, sha256_text
 
 SEPARATOR = "=" * 100
 MAIN_FILE = "train_gpt.py"  # the name given to a leading file that has no banner of its own

@@ -29,11 +29,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from statistics import fmean, stdev
 
-from harness import logs, stats
-from harness import rules as rulebook
-from harness.errors import InputError
-from harness.text import fmt
-from harness.track import data_pin, load_track
+from harness.judge import logs
+from harness.core import stats
+from harness.core import rules as rulebook
+from harness.core.errors import InputError
+from harness.core.text import fmt
+from harness.core.track import data_pin, load_track
 
 CHECKS = ("complete", "target", "runs", "timing", "hardware", "code", "flags", "provenance", "data")
 

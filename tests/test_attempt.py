@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from harness.runs import attempt, launch
+from harness.public import submit
 from harness import cli, ledger
 from harness.core.errors import InputError
 
@@ -486,7 +487,7 @@ def test_a_public_record_can_be_the_baseline(tmp_path, track_corpus):
     shutil.copy(ROOT / "tests" / "public_script.py", work / "train_gpt.py")
     subprocess.run([sys.executable, "train_gpt.py"], cwd=work, check=True, capture_output=True, timeout=120)
     (log,) = (work / "logs").glob("*.txt")
-    added = ledger.add([str(log)], "tiny-cpu", "public-style baseline", allow_failing=True, root=root,
+    added = submit.add([str(log)], "tiny-cpu", "public-style baseline", allow_failing=True, root=root,
                        launch={"convention": "modded", "script": "train_gpt.py", "data_dir": "data/fineweb10B",
                                "logs": "logs"})
     assert added.record.launch["convention"] == "modded" and "train_gpt.py" in added.record.files

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from harness.runs import attempt
+from harness.public import submit
 from harness.judge import verify
 from harness.core.track import load_track
 
@@ -131,7 +132,7 @@ def first_record(tmp_path, monkeypatch):
     (root / "records/tiny-cpu/track.toml").write_text(
         (attempt.repo_root() / "records/tiny-cpu/track.toml").read_text())
     monkeypatch.setenv("SPEEDRUN_ROOT", str(root))
-    return root, ledger.add(make_logs(tmp_path / "rec"), "tiny-cpu", "first", root=root).record
+    return root, submit.add(make_logs(tmp_path / "rec"), "tiny-cpu", "first", root=root).record
 
 
 def test_a_reproduction_that_meets_the_target_is_reproduced_not_a_record(tmp_path, monkeypatch):

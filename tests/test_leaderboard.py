@@ -11,6 +11,7 @@ import pytest
 
 import logmaker
 from harness import cli, ledger
+from harness.public import submit
 from harness.ledger import leaderboard
 from test_ledger import make_logs, root  # noqa: F401  (the tmp-project fixture)
 
@@ -24,12 +25,11 @@ def build(root, tmp_path):
     changed = logmaker.SOURCE.replace('"step"', '"a faster step"')
     fast = make_logs(tmp_path / "fast", step_ms=8.0, start=10, source=changed)
     beside = make_logs(tmp_path / "beside", start=20, prefix="b")
-    ledger.add(good, "tiny-cpu", "Baseline", contributors=["alice"], date="2026-01-01", root=root)
-    ledger.add(slow, "tiny-cpu", "Too | slow\tidea", date="2026-01-02", allow_failing=True, root=root)
-    prepared = ledger.prepare(fast, "tiny-cpu", date="2026-01-03", root=root, evidence=[
-        {"role": "baseline", "dir": "baseline", "paths": beside, "why": "the parent's code, timed beside it"}])
-    ledger.add(fast, "tiny-cpu", "Faster steps", contributors=["bob", "carol"], date="2026-01-03", root=root,
-               prepared=prepared)
+    submit.add(good, "tiny-cpu", "Baseline", contributors=["alice"], date="2026-01-01", root=root)
+    submit.add(slow, "tiny-cpu", "Too | slow\tidea", date="2026-01-02", allow_failing=True, root=root)
+    submit.add(fast, "tiny-cpu", "Faster steps", contributors=["bob", "carol"], date="2026-01-03", root=root,
+               evidence=[{"role": "baseline", "dir": "baseline", "paths": beside,
+                          "why": "the parent's code, timed beside it"}])
 
 
 def test_official_time_chains_side_by_side_speedups(root, tmp_path):

@@ -11,6 +11,7 @@ import pytest
 
 import logmaker
 from harness.core.files import sha256_bytes
+from harness.public import submit
 from harness import cli, ledger
 from harness.core.track import load_track
 
@@ -46,7 +47,7 @@ def snapshot(path: Path) -> dict:
 
 def add_three(root, tmp_path):
     """Three records of distinct runs; the later two have no side-by-side timing, so they are unofficial."""
-    return [ledger.add(make_logs(tmp_path / f"in{k}", start=10 * k), "tiny-cpu", f"Record {k}", root=root,
+    return [submit.add(make_logs(tmp_path / f"in{k}", start=10 * k), "tiny-cpu", f"Record {k}", root=root,
                        allow_failing=k > 0) for k in range(3)]
 
 
@@ -85,10 +86,10 @@ def test_second_record_numbers_and_parents(root, tmp_path):
     """Numbers count up within the track; the parent defaults to the latest official record, and an
     unofficial record is never a default parent."""
     logs = make_logs(tmp_path / "in")
-    a = ledger.add(logs, "tiny-cpu", "one", root=root).record
+    a = submit.add(logs, "tiny-cpu", "one", root=root).record
     bad = make_logs(tmp_path / "bad", final=1.3, start=5)
-    b = ledger.add(bad, "tiny-cpu", "two", allow_failing=True, root=root).record
-    c = ledger.add(make_logs(tmp_path / "c", start=10), "tiny-cpu", "three", root=root, allow_failing=True).record
+    b = submit.add(bad, "tiny-cpu", "two", allow_failing=True, root=root).record
+    c = submit.add(make_logs(tmp_path / "c", start=10), "tiny-cpu", "three", root=root, allow_failing=True).record
     assert [a.id, b.id, c.id] == ["tiny-cpu/0001_one", "tiny-cpu/0002_two", "tiny-cpu/0003_three"]
     assert (b.official, b.parent, c.parent) == (False, a.id, a.id)
     assert ledger.check(root).ok
@@ -97,7 +98,7 @@ def test_second_record_numbers_and_parents(root, tmp_path):
 def test_a_second_record_needs_rule_4(root, tmp_path, capsys):
     """Verification alone is not a record: logs with no side-by-side timing against the parent are refused
     (exit 1, nothing written, rule 4 named); `--unofficial` stores them unofficial with the reason."""
-    ledger.add(make_logs(tmp_path / "a"), "tiny-cpu", "first", root=root)
+    submit.add(make_logs(tmp_path / "a"), "tiny-cpu", "first", root=root)
     logs = make_logs(tmp_path / "b", start=10, source=logmaker.SOURCE.replace('"step"', '"a step"'))
     before = snapshot(root)
     assert cli.main(["record", "add", *logs, "--track", "tiny-cpu", "--title", "faster?"]) == 1
@@ -112,7 +113,7 @@ def test_logs_or_runs_already_in_the_ledger_are_refused(root, tmp_path, capsys):
     """The same log files, or a copy of a stored run with one val digit edited (same step times), are
     refused even with --unofficial: exit 1, nothing written, the stored file named."""
     logs = make_logs(tmp_path / "a")
-    ledger.add(logs, "tiny-cpu", "first", root=root)
+    submit.add(logs, "tiny-cpu", "first", root=root)
     before = snapshot(root)
     assert cli.main(["record", "add", *logs, "--track", "tiny-cpu", "--title", "again", "--unofficial"]) == 1
     assert "already in the ledger" in capsys.readouterr().err and snapshot(root) == before
@@ -135,8 +136,8 @@ def test_a_parent_on_another_track_or_not_a_record_is_bad_input(root, tmp_path, 
     import harness.judge.verify  # noqa: F401  (the gpt2 logs below are made by logmaker)
     gpu = make_logs(tmp_path / "g", track="gpt2-small", preset="gpt2-small", gpus=(8, "H100 80GB HBM3"),
                     world_size=8, final=3.27)
-    other = ledger.add(gpu, "gpt2-small", "gpu", root=root).record
-    bad = ledger.add(make_logs(tmp_path / "bad", final=1.3), "tiny-cpu", "bad", root=root, allow_failing=True).record
+    other = submit.add(gpu, "gpt2-small", "gpu", root=root).record
+    bad = submit.add(make_logs(tmp_path / "bad", final=1.3), "tiny-cpu", "bad", root=root, allow_failing=True).record
     before = snapshot(root)
     for parent in (other.id, bad.id):
         assert cli.main(["record", "add", *make_logs(tmp_path / "c", start=20), "--track", "tiny-cpu", "--title", "x",
@@ -147,11 +148,11 @@ def test_a_parent_on_another_track_or_not_a_record_is_bad_input(root, tmp_path, 
 def test_code_identical_to_the_parent_is_a_reproduction(root, tmp_path, capsys):
     """New runs of the parent's own code are a reproduction, never a record: refused, and stored only
     unofficial with that reason."""
-    ledger.add(make_logs(tmp_path / "a"), "tiny-cpu", "first", root=root)
+    submit.add(make_logs(tmp_path / "a"), "tiny-cpu", "first", root=root)
     again = make_logs(tmp_path / "b", start=10)
     assert cli.main(["record", "add", *again, "--track", "tiny-cpu", "--title", "again"]) == 1
     assert "a reproduction of tiny-cpu/0001_first" in capsys.readouterr().err
-    rec = ledger.add(again, "tiny-cpu", "again", root=root, allow_failing=True).record
+    rec = submit.add(again, "tiny-cpu", "again", root=root, allow_failing=True).record
     assert not rec.official
     assert "reproduction of tiny-cpu/0001_first" in (root / "records" / rec.id / "README.md").read_text()
 
@@ -191,7 +192,7 @@ def test_embedded_paths_cannot_escape_the_record(root, tmp_path):
     kernels = {"../evil.py": "x = 1\n", "/tmp/abs.py": "y = 2\n", "README.md": "z\n", "kernels/ok.py": "w = 3\n"}
     logs = make_logs(tmp_path / "in", kernels=kernels)
     outside = snapshot(tmp_path)
-    added = ledger.add(logs, "tiny-cpu", "paths", root=root)
+    added = submit.add(logs, "tiny-cpu", "paths", root=root)
     folder = root / "records" / added.record.id
     assert sorted(added.record.files) == ["README.md", "kernels/ok.py", "logs/run0.txt", "logs/run1.txt",
                                           "logs/run2.txt", "train_gpt.py"]
@@ -207,7 +208,7 @@ def test_embedded_paths_cannot_escape_the_record(root, tmp_path):
 ])
 def test_validate_names_the_bad_field(root, tmp_path, bad, field):
     """Reading a record.json that breaks the schema raises an InputError naming the field."""
-    rec = ledger.add(make_logs(tmp_path / "in"), "tiny-cpu", "v", root=root).record
+    rec = submit.add(make_logs(tmp_path / "in"), "tiny-cpu", "v", root=root).record
     d = {**rec.to_json(), **bad}
     with pytest.raises(ledger.RecordError, match=repr(field)):
         ledger.validate(d)
@@ -284,7 +285,7 @@ def test_two_concurrent_adds_both_land(root, tmp_path):
 def test_crash_mid_write_leaves_ledger_whole(root, tmp_path, point):
     """A `record add` SIGKILLed mid-write leaves the ledger byte-identical (or, past the replace, fully
     appended) and no record folder the ledger does not list; the next `record add` cleans up or completes."""
-    ledger.add(make_logs(tmp_path / "first", n=2), "tiny-cpu", "first", root=root)
+    submit.add(make_logs(tmp_path / "first", n=2), "tiny-cpu", "first", root=root)
     logs = make_logs(tmp_path / "in", n=2, start=10)
     before = (root / "records/ledger.jsonl").read_bytes()
     p = _cli(root, "record", "add", *logs, "--track", "tiny-cpu", "--title", "crash", "--unofficial", crash=point)
@@ -299,9 +300,9 @@ def test_crash_mid_write_leaves_ledger_whole(root, tmp_path, point):
     else:
         assert after == before and ledger.check(root).ok
     if point != "after_replace":  # landed whole: these logs are in the ledger now
-        ledger.add(logs, "tiny-cpu", "next", root=root, allow_failing=True)
+        submit.add(logs, "tiny-cpu", "next", root=root, allow_failing=True)
     else:
-        ledger.add(make_logs(tmp_path / "next", n=2, start=20), "tiny-cpu", "next", root=root, allow_failing=True)
+        submit.add(make_logs(tmp_path / "next", n=2, start=20), "tiny-cpu", "next", root=root, allow_failing=True)
     rep = ledger.check(root)
     assert rep.ok, rep.broken
     assert not list((root / "records").glob("*/.staging-*"))

@@ -137,9 +137,9 @@ def cmd_parse(args) -> int:
 def cmd_verify(args) -> int:
     from harness.judge import verify
 
-    from harness import ledger
+    from harness.public import submit
 
-    parent = ledger.parent_reference(args.track, args.parent)
+    parent = submit.parent_reference(args.track, args.parent)
     verdict = verify.verify_files(args.files, args.track, script=args.script, date=args.date, parent=parent)
     return _emit(args, verdict, verify.render, EXIT_OK if verdict.ok else EXIT_FAIL)
 
@@ -163,9 +163,11 @@ def _contributors(values) -> list[str]:
 
 
 def cmd_record_add(args) -> int:
-    from harness.runs import attempt
-    from harness.ledger import leaderboard
     from harness import ledger
+    from harness.judge import submission
+    from harness.ledger import leaderboard
+    from harness.public import submit
+    from harness.runs import attempt
 
     readme = None
     if args.readme:
@@ -183,11 +185,11 @@ def cmd_record_add(args) -> int:
         if not args.logs or not args.track:
             raise InputError("record add needs LOG(s) and --track, or --attempt DIR (every candidate run of an attempt)")
         try:
-            added = ledger.add(args.logs, args.track, args.title, contributors=_contributors(args.contributors),
+            added = submit.add(args.logs, args.track, args.title, contributors=_contributors(args.contributors),
                                parent=args.parent, date=args.date, allow_failing=args.unofficial, readme=readme)
             leaderboard.write()
             out = {"recorded": True, "record": added.record.to_json(), "ledger_line": added.line, "notes": added.notes}
-        except ledger.Refused as e:
+        except submission.Refused as e:
             out = {"recorded": False, "reason": str(e), "verdict": e.verdict.to_json()}
         source = ""
 

@@ -10,6 +10,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import secrets
 from pathlib import Path
 
@@ -101,3 +102,23 @@ def finite(obj):
 def number(x) -> float | int | None:
     """x if it is a finite number (not a bool), else None."""
     return x if isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) else None
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+
+
+def safe_relpath(path: str) -> str | None:
+    """A relative path made of safe components, or None when it is absolute or climbs out (`..`)."""
+    if not isinstance(path, str) or path.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", path):
+        return None
+    out = []
+    for part in re.split(r"[/\\]", path):
+        if part in ("", "."):
+            continue
+        if part == "..":
+            return None
+        part = _UNSAFE.sub("_", part)[:100].lstrip(".")  # nothing hidden, nothing odd
+        if not part:
+            return None
+        out.append(part)
+    return "/".join(out) or None

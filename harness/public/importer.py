@@ -24,7 +24,7 @@ from pathlib import Path
 
 from harness.public import layout
 from harness import ledger
-from harness.judge import logs, verify
+from harness.judge import logs, submission, verify
 from harness.core.errors import InputError
 from harness.core.files import sha256_file
 from harness.public.layout import shown
@@ -79,12 +79,12 @@ def convention(parsed: list[logs.ParsedLog]) -> dict | None:
 
 def public_rows(readme: str, base: Path) -> dict[str, dict]:
     """Folder name → its row of the README's record table (the table whose links point into `base`)."""
-    from harness.public import audit
+    from harness.public import table
 
     out: dict[str, dict] = {}
-    for r in audit.read_table(readme, base):
+    for r in table.read_table(readme, base):
         for link in r.logs:
-            p = audit.resolve(link, base)
+            p = table.resolve(link, base)
             if p is None or p.resolve() == base.resolve():
                 continue
             name = p.resolve().relative_to(base.resolve()).parts[0]
@@ -136,9 +136,9 @@ def import_tree(src: str, track: str, *, dry_run: bool = False, root: Path | Non
         item.submission = {"dir": sub.dir, "runs": len(sub.paths), "how": f.how}
         evidence = [{"role": g.role, "why": g.why, "dir": g.dir or "", "paths": g.paths}
                     for g in f.groups if g is not sub]
-        prepared = ledger.prepare([str(p) for p in sub.paths], track, date=date, parent_ref=parent_ref,
-                                  no_parent=parent_ref is None, evidence=evidence, root=root,
-                                  parsed={str(p): x for g in f.groups for p, x in zip(g.paths, g.parsed)})
+        prepared = submission.prepare([str(p) for p in sub.paths], track, date=date, parent_ref=parent_ref,
+                                      evidence=evidence,
+                                      parsed={str(p): x for g in f.groups for p, x in zip(g.paths, g.parsed)})
         prepared.notes.append(f"submission: {sub.name}, chosen because {f.how}")
         prepared.parent = parent.id if parent else None
         row = rows.get(folder.name) if rows is not None else None
@@ -149,7 +149,8 @@ def import_tree(src: str, track: str, *, dry_run: bool = False, root: Path | Non
             times = [r.train_time_ms for r in prepared.verdict.runs if r.train_time_ms]
             item.public = {**row, "log_time_s": sum(times) / len(times) / 1000 if times else None}
             item.title = row["title"] or item.title
-        item.official = ledger.decide(prepared).record and unofficial is None  # the one judge, as `add` asks it
+        decision = submission.decide(prepared)  # the one judge
+        item.official = decision.record and unofficial is None
         known[tuple(shas)] = "(this import)"
         if dry_run:
             continue
@@ -157,13 +158,13 @@ def import_tree(src: str, track: str, *, dry_run: bool = False, root: Path | Non
         if item.public:
             source["public"] = item.public
         try:
-            added = ledger.add([], track, item.title, date=date, allow_failing=True, prepared=prepared, root=root,
+            added = ledger.add(prepared, decision, item.title, date=date, allow_failing=True, root=root,
                                contributors=item.public["contributors"] if item.public else (),
                                unofficial_reason=unofficial, source=source,
                                launch=convention(sub.parsed),
                                readme=f"Imported by `speedrun import` from the public records folder "
                                       f"`{shown(folder.name)}`; verdict below.")
-        except ledger.Refused as e:  # its logs or runs are in the ledger already: a run is recorded once
+        except submission.Refused as e:  # its logs or runs are in the ledger already: a run is recorded once
             item.action, item.reason = "skip", str(e)
             continue
         item.action, item.id = "imported", added.record.id

@@ -616,7 +616,7 @@ def judge(m: dict, track: dict, max_steps: int | None = None) -> dict:
         try:
             from harness import ledger
 
-            parent = ledger.parent_reference(track["name"], against)  # None: the latest record, if any
+            parent = ledger.record_reference(track["name"], against)  # None: the latest record, if any
             v = verify.verify_files(logs, track["name"], script=m["script"], parent=parent)
         except InputError as e:
             reasons.append(_reason("unverifiable", f"the candidate logs could not be verified: {e}", unknown=True))
@@ -685,7 +685,7 @@ def record_attempt(folder: str | Path, title: str, *, contributors=(), allow_fai
     or the ledger's verification fails (unless `allow_failing`). A log whose sha256 differs from the
     manifest's, or a manifest that is not one, is bad input (InputError)."""
     from harness import ledger
-    from harness.judge import logs as logmod
+    from harness.judge import logs as logmod, submission
 
     folder = Path(folder).resolve()
     m = load_manifest(folder)
@@ -731,7 +731,9 @@ def record_attempt(folder: str | Path, title: str, *, contributors=(), allow_fai
     evidence = [{"role": "baseline", "dir": "baseline", "paths": base_logs,
                  "why": f"the interleaved A/B runs of {m['baseline']['record']}'s snapshot in this attempt"}] \
         if base_logs else []
-    prepared = ledger.prepare(paths, m["track"], date=date, parent=parent, evidence=evidence)
+    rec, ref = ledger.parent_for(m["track"], parent)
+    prepared = submission.prepare(paths, m["track"], date=date, parent_id=rec.id if rec else None, parent_ref=ref,
+                                  evidence=evidence)
     speed = _speed(m) if m.get("baseline") else None
     if speed is not None and speed.against != prepared.parent:
         speed = prepared.speed = None  # timed against another record than its parent: no rule-4 evidence
@@ -743,7 +745,7 @@ def record_attempt(folder: str | Path, title: str, *, contributors=(), allow_fai
     if m.get("baseline") and speed is None and prepared.parent == m["baseline"]["record"]:
         problems.append(_reason("no-pairs", f"no seed with both runs finished: no speedup over {prepared.parent}",
                                 unknown=True))
-    decision = ledger.decide(prepared, speed=speed, problems=problems)
+    decision = submission.decide(prepared, speed=speed, problems=problems)
     notes = prepared.notes
     notes.append(f"from attempt {m['id']}: {len(cands)} candidate run(s), "
                  + ", ".join(f"{n} {o}" for o in OUTCOMES if (n := sum(r['outcome'] == o for r in cands))))
@@ -752,11 +754,10 @@ def record_attempt(folder: str | Path, title: str, *, contributors=(), allow_fai
     source = {"attempt": m["id"], "manifest_sha256": sha256_file(folder / MANIFEST), "candidate_runs": len(cands),
               "unfinished": [r["run_id"] for r in unfinished]}
     try:
-        added = ledger.add(paths, m["track"], title, contributors=list(contributors), parent=parent, date=date,
+        added = ledger.add(prepared, decision, title, contributors=list(contributors), date=date,
                            allow_failing=allow_failing, unofficial_reason="its attempt lost runs" if incomplete else None,
-                           readme=readme, source=source, prepared=prepared, launch={"convention": "speedrun"},
-                           decision=decision)
-    except ledger.Refused as e:
+                           readme=readme, source=source, launch={"convention": "speedrun"})
+    except submission.Refused as e:
         return {"recorded": False, "reason": str(e), "verdict": finite(e.verdict.to_json()),
                 "decision": e.decision.to_json() if e.decision else None}
     leaderboard.write()

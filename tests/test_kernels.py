@@ -372,7 +372,7 @@ def test_bench_refuses_to_time_a_wrong_kernel(monkeypatch):
 
 def test_peak_table_knows_the_record_gpus_and_nothing_else():
     """% of peak only for known devices: H100 SXM vs PCIe distinguished, unknown → None."""
-    from kernels.bench import peaks_for
+    from kernels.peaks import peaks_for
 
     assert peaks_for("NVIDIA H100 80GB HBM3")["bf16"] == pytest.approx(989.4)
     assert peaks_for("NVIDIA H100 PCIe")["bf16"] == 756.0

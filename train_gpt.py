@@ -27,7 +27,6 @@ import os
 import platform
 import resource
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -216,24 +215,24 @@ def to_device(batch: Tensor, device: torch.device) -> Tensor:
     return batch.pin_memory().to(device, non_blocking=True)
 
 
-def compute_dtype(device: torch.device) -> torch.dtype:
+def compute_dtype(device: torch.device, say=print0) -> torch.dtype:
     """bf16 activations where the hardware has bf16 arithmetic; emulated bf16 would be slower than fp32."""
     if device.type == "cuda":
         return torch.bfloat16
     flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
     if "avx512_bf16" in flags or "amx_bf16" in flags:
-        print0("dtype: CPU has native bf16 (avx512_bf16/amx_bf16) → bf16 activations, fp32 weights")
+        say("dtype: CPU has native bf16 (avx512_bf16/amx_bf16) → bf16 activations, fp32 weights")
         return torch.bfloat16
-    print0("dtype: CPU without native bf16 → fp32 activations")
+    say("dtype: CPU without native bf16 → fp32 activations")
     return torch.float32
 
 
 class NoKernels:
-    """The torch path everywhere (what `import train_gpt` gets; main() picks the real set)."""
+    """The torch path everywhere (a model built without kernels; main() picks the real set)."""
     xxt = softcap_ce = fp8_head = relu2_linear = None
 
-
-KERNELS = NoKernels()
+    def names(self) -> list[str]:
+        return []
 
 
 def kernel_shapes(h: Hyperparameters) -> dict:
@@ -244,26 +243,27 @@ def kernel_shapes(h: Hyperparameters) -> dict:
             "fp8_head": dict(N=tokens, K=d, V=h.vocab_size), "relu2_linear": dict(M=tokens, K=d, N=hidden)}
 
 
-def pick_kernels(device: torch.device, mode: str, say, h: Hyperparameters) -> None:
+def pick_kernels(device: torch.device, mode: str, say, h: Hyperparameters):
     """Triton kernels and FP8 where they matched the reference at this preset's shapes and, on CUDA, were
     not slower than the compiled torch path; else the torch path. Rank 0 decides and broadcasts: a race on
     every rank could pick differently (noise), while the log shows rank 0's lines. Runs before the log is
     written, so that the log embeds the kernels/*.py files it imported."""
-    global KERNELS
     if mode == "off":
-        return say("kernels: off (--kernels off) → torch reference everywhere")
+        say("kernels: off (--kernels off) → torch reference everywhere")
+        return NoKernels()
     try:
         from kernels.capability import adopt, select
     except ImportError as e:  # e.g. a copy of this file without its kernels/ folder (the same on every rank)
-        return say(f"kernels: cannot import kernels/ ({e}) → torch reference everywhere")
+        say(f"kernels: cannot import kernels/ ({e}) → torch reference everywhere")
+        return NoKernels()
     chosen = select(device, mode, say=say, shapes=kernel_shapes(h) if device.type == "cuda" else None) \
         if RANK == 0 else None
     names = [chosen.names() if RANK == 0 else None]
     if WORLD_SIZE > 1:
         dist.broadcast_object_list(names, src=0)
-    KERNELS = chosen if RANK == 0 else adopt(names[0])
     if device.type == "cuda":
         torch.cuda.empty_cache()  # the race's record-shape inputs would stay reserved (tens of GB) otherwise
+    return chosen if RANK == 0 else adopt(names[0])
 
 
 def node_figures(device: torch.device) -> dict:
@@ -289,22 +289,22 @@ def node_figures(device: torch.device) -> dict:
     return out
 
 
-def maybe_compile(model: "GPT", device: torch.device, enabled: bool) -> nn.Module | None:
+def maybe_compile(model: "GPT", device: torch.device, enabled: bool, say=print0) -> nn.Module | None:
     """torch.compile where it can work: the model to call, or None (eager). On several ranks block by block
     (`compile_blocks`: the gradients' reduce-scatters overlap the backward); on one rank there is nothing to
     overlap and the model is one graph. On CPU it needs a C++ compiler, and pays (tiny preset, 2 cores: ~40 s
     to compile, untimed; steps 435 → 335 ms)."""
     if not enabled:
-        print0("compile: off (eager) — times from this run are not comparable with a record's")
+        say("compile: off (eager) — times from this run are not comparable with a record's")
         return None
     if device.type == "cpu" and not any(shutil.which(c) for c in (os.environ.get("CXX", "g++"), "c++", "clang++")):
-        print0("compile: no C++ compiler on PATH → eager on CPU (slower steps)")
+        say("compile: no C++ compiler on PATH → eager on CPU (slower steps)")
         return None
     if WORLD_SIZE > 1:
-        print0(f"compile: torch.compile on {device.type}, block by block (compiles during the untimed warm-up)")
+        say(f"compile: torch.compile on {device.type}, block by block (compiles during the untimed warm-up)")
         compile_blocks(model)
         return model
-    print0(f"compile: torch.compile on {device.type} (compiles during the untimed warm-up)")
+    say(f"compile: torch.compile on {device.type} (compiles during the untimed warm-up)")
     return torch.compile(model, dynamic=False, fullgraph=True)  # a graph break is an error, not a silent slowdown
 
 
@@ -356,7 +356,8 @@ class DenseAttention:
     """SDPA with a boolean (B, 1, T, T) mask evaluated from the mask function."""
     name = "SDPA with a dense doc-causal-window mask"
 
-    def __init__(self, window_block: int | None = None):
+    def __init__(self, eot: int, window_block: int | None = None):
+        self.eot = eot  # every document starts with it
         self.window_block = window_block  # windows in whole blocks of this size, or token-exact (None)
 
     def masks(self, input_seq: Tensor, windows: Tensor):
@@ -381,9 +382,10 @@ class FlexAttention:
     never a T×T mask (48k² at the record shape)."""
     name = "flex_attention with block masks from document boundaries"
 
-    def __init__(self, block: int, block_windows: bool = False):
+    def __init__(self, eot: int, block: int, block_windows: bool = False):
         from torch.nn.attention.flex_attention import BlockMask, flex_attention
-        self.BlockMask, self.flex, self.block, self.block_windows = BlockMask, flex_attention, block, block_windows
+        self.BlockMask, self.flex, self.eot = BlockMask, flex_attention, eot
+        self.block, self.block_windows = block, block_windows
 
     def masks(self, input_seq: Tensor, windows: Tensor):
         B, T = input_seq.shape
@@ -418,14 +420,15 @@ class FlexAttention:
         return self.flex(q, k, v, block_mask=mask, scale=scale)
 
 
-def pick_attention(device: torch.device, eot: int, block: int, block_windows: bool = False):
-    attn = FlexAttention(block, block_windows) if device.type == "cuda" else DenseAttention(block if block_windows else None)
-    attn.eot = eot
-    how = f"; windows of whole {block}-token key blocks" if block_windows else ""
+def pick_attention(device: torch.device, h: Hyperparameters, say=print0):
+    eot, block = h.eot_token, h.window_block
+    attn = (FlexAttention(eot, block, h.block_windows) if device.type == "cuda"
+            else DenseAttention(eot, block if h.block_windows else None))
+    how = f"; windows of whole {block}-token key blocks" if h.block_windows else ""
     if device.type != "cuda":
-        print0(f"attention: CPU → {attn.name} (FlexAttention has no CPU backward){how}")
+        say(f"attention: CPU → {attn.name} (FlexAttention has no CPU backward){how}")
     else:
-        print0(f"attention: {attn.name}{how}")
+        say(f"attention: {attn.name}{how}")
     return attn
 
 
@@ -493,22 +496,23 @@ class CausalSelfAttention(nn.Module):
 
 
 class MLP(nn.Module):
-    def __init__(self, dim: int, ratio: int):
+    def __init__(self, dim: int, ratio: int, relu2_linear=None):
         super().__init__()
         self.fc = CastedLinear(dim, ratio * dim)
         self.proj = CastedLinear(ratio * dim, dim, zero_init=True)
+        self.relu2_linear = relu2_linear  # the fused kernel, or None: the torch path
 
     def forward(self, x: Tensor) -> Tensor:
-        if KERNELS.relu2_linear is not None:
-            return self.proj(KERNELS.relu2_linear(x, self.fc.weight.type_as(x)))
+        if self.relu2_linear is not None:
+            return self.proj(self.relu2_linear(x, self.fc.weight.type_as(x)))
         return self.proj(F.relu(self.fc(x)).square())
 
 
 class Block(nn.Module):
-    def __init__(self, h: Hyperparameters, max_seq_len: int):
+    def __init__(self, h: Hyperparameters, max_seq_len: int, relu2_linear=None):
         super().__init__()
         self.attn = CausalSelfAttention(h.model_dim, h.num_heads, max_seq_len, h.attn_scale)
-        self.mlp = MLP(h.model_dim, h.mlp_ratio)
+        self.mlp = MLP(h.model_dim, h.mlp_ratio, relu2_linear)
         self.lambdas = nn.Parameter(torch.tensor([1.0, 0.0]))  # mixes the residual with x0
 
     def forward(self, x, x0, ve, mask, attend, skip=None, skip_weight=None):
@@ -520,19 +524,22 @@ class Block(nn.Module):
 
 
 class GPT(nn.Module):
-    def __init__(self, h: Hyperparameters, max_seq_len: int):
+    """`attend`: DenseAttention or FlexAttention (None: a model whose forward never runs, e.g. to count
+    parameters); `act_dtype`: the activations' (bf16 on CUDA), the weights stay fp32; `kernels`: the Triton
+    kernels chosen at start-up (`pick_kernels`), or NoKernels() for the torch path."""
+
+    def __init__(self, h: Hyperparameters, max_seq_len: int, attend=None, act_dtype: torch.dtype = torch.float32,
+                 kernels=NoKernels()):
         super().__init__()
-        self.h = h
+        self.h, self.attend, self.act_dtype, self.kernels = h, attend, act_dtype, kernels
         self.embed = nn.Embedding(h.vocab_size, h.model_dim)
         # Value embeddings: extra token embeddings added to the values of the first and last layers.
         self.value_embeds = nn.ModuleList(nn.Embedding(h.vocab_size, h.model_dim) for _ in range(h.num_value_embeds))
-        self.blocks = nn.ModuleList(Block(h, max_seq_len) for _ in range(h.num_layers))
+        self.blocks = nn.ModuleList(Block(h, max_seq_len, kernels.relu2_linear) for _ in range(h.num_layers))
         # U-net: the first half's outputs are added, weighted, to the second half's inputs in reverse.
         self.skip_weights = nn.Parameter(torch.ones(h.num_layers // 2))
         self.lm_head = CastedLinear(h.model_dim, h.vocab_size, zero_init=True)
         self.head_w_max = head_weight_bound(h)  # the FP8 head's static weight scale
-        self.attend = None  # set by the trainer: DenseAttention or FlexAttention
-        self.act_dtype = torch.float32  # bf16 on CUDA, set by the trainer; weights stay fp32
 
     def layer_value_embeds(self, input_seq: Tensor):
         n, L = self.h.num_value_embeds, self.h.num_layers
@@ -561,12 +568,12 @@ class GPT(nn.Module):
     def head(self, x: Tensor, target_seq: Tensor, reduction: str) -> Tensor:
         x = norm(x)
         c, targets = self.h.logit_softcap, target_seq.reshape(-1)
-        if KERNELS.fp8_head is not None and self.training:  # FP8 trains; validation is judged in bf16
-            return KERNELS.fp8_head(x.view(-1, x.size(-1)), self.lm_head.weight, targets, c, reduction,
+        if self.kernels.fp8_head is not None and self.training:  # FP8 trains; validation is judged in bf16
+            return self.kernels.fp8_head(x.view(-1, x.size(-1)), self.lm_head.weight, targets, c, reduction,
                                     w_max=self.head_w_max)
         logits = self.lm_head(x).view(-1, self.h.vocab_size)
-        if KERNELS.softcap_ce is not None:  # never materialises the fp32 logits
-            return KERNELS.softcap_ce(logits, targets, c, reduction)
+        if self.kernels.softcap_ce is not None:  # never materialises the fp32 logits
+            return self.kernels.softcap_ce(logits, targets, c, reduction)
         logits = c * torch.tanh(logits.float() / c)
         return F.cross_entropy(logits, targets, reduction=reduction)
 
@@ -578,8 +585,8 @@ class GPT(nn.Module):
 # reduce-scattered (averaged) unit by unit from backward hooks as soon as a unit's last gradient lands
 # on the step's last micro-batch, so communication starts while the backward (or the optimizer's other
 # units) still runs; each rank updates its shard, then the updated parameters are all-gathered. Gradients
-# travel in fp32 (Adam's masters and Muon's momentum add them up); Muon's updates travel in NS_DTYPE (bf16),
-# exactly what Polar Express produced. One code path over NCCL and gloo; one rank skips the collectives.
+# travel in fp32 (Adam's masters and Muon's momentum add them up); Muon's updates travel in the activation
+# dtype (bf16 on CUDA), exactly what Polar Express produced. One code path over NCCL and gloo; one rank skips the collectives.
 
 # Polar Express (Amsel et al., 2025): a different odd quintic per iteration, minimax-optimal for
 # moving every singular value in (0, 1] towards 1; five of them leave σ in ≈ [0.85, 1.15] for any
@@ -593,22 +600,22 @@ POLAR_EXPRESS = (
 )
 
 
-NS_DTYPE = torch.bfloat16  # the iteration tolerates bf16's rounding; the trainer sets the activation dtype (fp32 on
-# a CPU without bf16 arithmetic, where emulated bf16 runs ~150x slower than fp32); tests swap in float64
 ADAM_BUCKET = 48 << 20  # elements per Adam bucket (fp32): big enough to fill the links, few enough to overlap
 
 
-def orthogonalize(G: Tensor, steps: int = 5) -> Tensor:
-    """≈ U Vᵀ of G = U S Vᵀ over the last two dims (batched), in NS_DTYPE."""
-    X = G.to(NS_DTYPE)
+def orthogonalize(G: Tensor, steps: int = 5, dtype: torch.dtype = torch.bfloat16, xxt=None) -> Tensor:
+    """≈ U Vᵀ of G = U S Vᵀ over the last two dims (batched), in `dtype`: the iteration tolerates bf16's
+    rounding (the trainer passes the activation dtype: fp32 on a CPU without bf16 arithmetic, where emulated
+    bf16 runs ~150x slower). `xxt`: the symmetric-product kernel, or None for torch's matmuls."""
+    X = G.to(dtype)
     transposed = X.size(-2) > X.size(-1)
     if transposed:  # iterate on the short side: X Xᵀ is the smaller Gram matrix
         X = X.mT
     X = X / (X.norm(dim=(-2, -1), keepdim=True) * 1.01 + 1e-7)  # Frobenius ≥ spectral: σ ≤ 1/1.01
     for a, b, c in POLAR_EXPRESS[:steps]:
-        if KERNELS.xxt is not None:  # symmetric products: half the blocks, and b·A + c·A·A in one pass
-            A = KERNELS.xxt(X)
-            B = KERNELS.xxt(A, c, A, b)
+        if xxt is not None:  # symmetric products: half the blocks, and b·A + c·A·A in one pass
+            A = xxt(X)
+            B = xxt(A, c, A, b)
         else:
             A = X @ X.mT
             B = b * A + c * (A @ A)
@@ -644,6 +651,37 @@ def _wait(work) -> None:
         work.wait()
 
 
+@dataclass(slots=True)
+class MuonUnit:
+    """One shape group of Muon's matrices (of one layer chunk): reduce-scattered, orthogonalised and
+    all-gathered as one. `items`: (parameter, index into a stacked one or None, stored transposed)."""
+    shape: tuple[int, int]  # (short side, long side)
+    items: list[tuple[nn.Parameter, int | None, bool]]
+    k: int  # matrices per rank (the group padded to k × world)
+    params: list[nn.Parameter]
+    grads: Tensor  # (k × world, *shape): every item's gradient, packed for the reduce-scatter
+    shard: Tensor  # (k, *shape): this rank's averaged gradients
+    momentum: Tensor  # (k, *shape)
+    updates: Tensor  # (k × world, *shape) in the Polar Express dtype: the all-gathered updates
+
+
+@dataclass(slots=True)
+class AdamUnit:
+    """One flat bucket of Adam's parameters (one lr group): `flat` holds the parameters (they are views of
+    it), `grads` their packed gradients; `shard`, `m`, `v` and `new` are this rank's 1/world slice. A bucket
+    gathered in a low dtype keeps this rank's fp32 `master` slice and gathers into `flat_low`."""
+    params: list[nn.Parameter]
+    group: int
+    flat: Tensor
+    grads: Tensor
+    shard: Tensor
+    m: Tensor
+    v: Tensor
+    new: Tensor
+    master: Tensor | None = None
+    flat_low: Tensor | None = None
+
+
 class Sharded:
     """What both optimizers share: param_groups the trainer sets lr (and momentum) on, units that are
     reduce-scattered when their last gradient of the step is in, and `arm(last)` to say whether this
@@ -664,13 +702,13 @@ class Sharded:
             if not self.armed:
                 return
             self.ready[unit] += 1
-            if self.ready[unit] == len(self.units[unit]["params"]):  # the unit's last gradient of the step
+            if self.ready[unit] == len(self.units[unit].params):  # the unit's last gradient of the step
                 self.pending[unit] = self._reduce(unit)
         return on_grad
 
     def _register(self) -> None:
         for u, unit in enumerate(self.units):
-            for p in unit["params"]:
+            for p in unit.params:
                 p.register_post_accumulate_grad_hook(self._hook(u))
 
     def _reduced(self, unit: int):
@@ -684,7 +722,7 @@ class Sharded:
 
     def zero_grad(self) -> None:
         for unit in self.units:
-            for p in unit["params"]:
+            for p in unit.params:
                 p.grad = None
 
     def state_dict(self) -> dict:
@@ -708,28 +746,32 @@ class Muon(Sharded):
     chunks of 4 layers (16 and 8 matrices: 2 and 1 per rank), so the last chunk's reduce-scatter starts while
     the first 8 layers' backward still runs. A group's
     gradients are reduce-scattered as one (n_pad, rows, cols) tensor; its owners' momentum, Polar
-    Express (batched) and updates are theirs alone; the bf16 updates are all-gathered."""
+    Express (batched, in `ns_dtype`, with the `xxt` kernel if given) and updates are theirs alone; the
+    updates are all-gathered in `ns_dtype`."""
 
     def __init__(self, params, lr: float, momentum: float, weight_decay: float = 0.0, ns_steps: int = 5,
-                 comm: Comm | None = None, chunk_of: dict | None = None):
+                 comm: Comm | None = None, chunk_of: dict | None = None, ns_dtype: torch.dtype = torch.bfloat16,
+                 xxt=None):
         comm = comm or Comm()
         super().__init__(comm, [dict(lr=lr, momentum=momentum, weight_decay=weight_decay, ns_steps=ns_steps)])
+        self.ns_dtype, self.xxt = ns_dtype, xxt
         by_shape: dict[tuple, list] = {}
         for p in params:
             for i in (range(p.size(0)) if p.ndim == 3 else [None]):
                 r, c = p.shape[-2:]
                 chunk = (chunk_of or {}).get(id(p), 0)
                 by_shape.setdefault((chunk, min(r, c), max(r, c)), []).append((p, i, r > c))
-        self.units = []
+        self.units: list[MuonUnit] = []
         # the last layers' chunk first: its gradients are the backward's first, its reduce-scatter starts first
         for (_, r, c), items in sorted(by_shape.items(), key=lambda e: (-e[0][0], -e[0][1] * e[0][2])):
             k = -(-len(items) // comm.world)  # items per rank
             n = k * comm.world
-            f = dict(device=items[0][0].device, dtype=items[0][0].dtype)  # fp32 masters (fp64 in tests)
-            self.units.append(dict(shape=(r, c), items=items, k=k, params=list(dict.fromkeys(p for p, _, _ in items)),
-                                   grads=torch.zeros(n, r, c, **f), shard=torch.zeros(k, r, c, **f),
-                                   momentum=torch.zeros(k, r, c, **f),
-                                   updates=torch.zeros(n, r, c, device=f["device"], dtype=NS_DTYPE)))
+            dev, dt = items[0][0].device, items[0][0].dtype  # fp32 masters (fp64 in tests)
+            self.units.append(MuonUnit(shape=(r, c), items=items, k=k, params=list(dict.fromkeys(p for p, _, _ in items)),
+                                       grads=torch.zeros(n, r, c, device=dev, dtype=dt),
+                                       shard=torch.zeros(k, r, c, device=dev, dtype=dt),
+                                       momentum=torch.zeros(k, r, c, device=dev, dtype=dt),
+                                       updates=torch.zeros(n, r, c, device=dev, dtype=ns_dtype)))
         self.ns = orthogonalize
         if comm.world > 1:
             self._register()
@@ -740,13 +782,13 @@ class Muon(Sharded):
 
     def _reduce(self, unit: int):
         u = self.units[unit]
-        for j, (p, i, t) in enumerate(u["items"]):
+        for j, (p, i, t) in enumerate(u.items):
             g = p.grad if i is None or p.grad is None else p.grad[i]
             if g is None:
-                u["grads"][j].zero_()
+                u.grads[j].zero_()
             else:
-                u["grads"][j].copy_(g.mT if t else g)
-        return self.comm.reduce_scatter(u["shard"], u["grads"])
+                u.grads[j].copy_(g.mT if t else g)
+        return self.comm.reduce_scatter(u.shard, u.grads)
 
     @torch.no_grad()
     def step(self) -> None:
@@ -754,19 +796,18 @@ class Muon(Sharded):
         gathers = []
         for unit, u in enumerate(self.units):
             self._reduced(unit)
-            buf = u["momentum"]
-            buf.lerp_(u["shard"], 1 - g["momentum"])
-            upd = self.ns(u["shard"].lerp(buf, g["momentum"]), g["ns_steps"])  # Nesterov, then orthogonalised
-            gathers.append(self.comm.all_gather(u["updates"], upd))
-        for (unit, u), work in zip(enumerate(self.units), gathers):  # gathers overlap the later groups' math
+            u.momentum.lerp_(u.shard, 1 - g["momentum"])
+            upd = self.ns(u.shard.lerp(u.momentum, g["momentum"]), g["ns_steps"], self.ns_dtype, self.xxt)  # Nesterov
+            gathers.append(self.comm.all_gather(u.updates, upd))
+        for u, work in zip(self.units, gathers):  # gathers overlap the later groups' math
             _wait(work)
-            for (p, i, t), upd in zip(u["items"], u["updates"]):
+            for (p, i, t), upd in zip(u.items, u.updates):
                 w = p.data if i is None else p.data[i]
                 w.mul_(1 - g["lr"] * g["weight_decay"])
                 w.add_(upd.mT if t else upd, alpha=-g["lr"] * max(1.0, w.size(-2) / w.size(-1)) ** 0.5)
 
     def _state(self) -> dict:
-        return {f"momentum{k}": u["momentum"] for k, u in enumerate(self.units)}
+        return {f"momentum{k}": u.momentum for k, u in enumerate(self.units)}
 
 
 class Adam(Sharded):
@@ -785,7 +826,8 @@ class Adam(Sharded):
     def __init__(self, groups: list[dict], betas: tuple, eps: float, comm: Comm | None = None):
         comm = comm or Comm()
         super().__init__(comm, [{"lr": g["lr"]} for g in groups])
-        self.betas, self.eps, self.t, self.units, self.gathers = betas, eps, 0, [], []
+        self.betas, self.eps, self.t, self.gathers = betas, eps, 0, []
+        self.units: list[AdamUnit] = []
         self.gather_dtype = [g.get("gather_dtype") or torch.float32 for g in groups]
         for gi, g in enumerate(groups):
             bucket: list = []
@@ -810,25 +852,25 @@ class Adam(Sharded):
             p.data = flat[o:o + p.numel()].view_as(p)
             o += p.numel()
         s = size // w
-        unit = dict(params=params, group=group, flat=flat, grads=grads, shard=torch.zeros(s, device=dev),
-                    m=torch.zeros(s, device=dev), v=torch.zeros(s, device=dev), new=torch.zeros(s, device=dev))
+        unit = AdamUnit(params=params, group=group, flat=flat, grads=grads, shard=torch.zeros(s, device=dev),
+                        m=torch.zeros(s, device=dev), v=torch.zeros(s, device=dev), new=torch.zeros(s, device=dev))
         low = self.gather_dtype[group]
         if w > 1 and low != torch.float32:  # gathered in `low`; this rank's slice keeps an fp32 master
             r = self.comm.rank
-            unit.update(master=flat[r * s:(r + 1) * s].clone(), new=torch.zeros(s, device=dev, dtype=low),
-                        flat_low=torch.zeros(size, device=dev, dtype=low))
+            unit.master, unit.new = flat[r * s:(r + 1) * s].clone(), torch.zeros(s, device=dev, dtype=low)
+            unit.flat_low = torch.zeros(size, device=dev, dtype=low)
         self.units.append(unit)
 
     def _reduce(self, unit: int):
         u, o = self.units[unit], 0
-        for p in u["params"]:
+        for p in u.params:
             n = p.numel()
             if p.grad is None:
-                u["grads"][o:o + n].zero_()
+                u.grads[o:o + n].zero_()
             else:
-                u["grads"][o:o + n].copy_(p.grad.view(-1))
+                u.grads[o:o + n].copy_(p.grad.view(-1))
             o += n
-        return self.comm.reduce_scatter(u["shard"], u["grads"])
+        return self.comm.reduce_scatter(u.shard, u.grads)
 
     @torch.no_grad()
     def step(self) -> None:
@@ -837,36 +879,36 @@ class Adam(Sharded):
         bc1, bc2 = 1 - b1 ** self.t, 1 - b2 ** self.t
         for unit, u in enumerate(self.units):
             self._reduced(unit)
-            lr, g, s = self.param_groups[u["group"]]["lr"], u["shard"], u["shard"].numel()
-            u["m"].lerp_(g, 1 - b1)
-            u["v"].mul_(b2).addcmul_(g, g, value=1 - b2)
-            mine = u["flat"][rank * s:(rank + 1) * s]
-            denom = (u["v"].sqrt() / bc2 ** 0.5).add_(self.eps)
+            lr, g, s = self.param_groups[u.group]["lr"], u.shard, u.shard.numel()
+            u.m.lerp_(g, 1 - b1)
+            u.v.mul_(b2).addcmul_(g, g, value=1 - b2)
+            mine = u.flat[rank * s:(rank + 1) * s]
+            denom = (u.v.sqrt() / bc2 ** 0.5).add_(self.eps)
             if self.comm.world == 1:
-                mine.addcdiv_(u["m"], denom, value=-lr / bc1)
-            elif "master" in u:
-                u["master"].addcdiv_(u["m"], denom, value=-lr / bc1)
-                u["new"].copy_(u["master"])
-                self.gathers.append((u, self.comm.all_gather(u["flat_low"], u["new"])))
+                mine.addcdiv_(u.m, denom, value=-lr / bc1)
+            elif u.master is not None:
+                u.master.addcdiv_(u.m, denom, value=-lr / bc1)
+                u.new.copy_(u.master)
+                self.gathers.append((u, self.comm.all_gather(u.flat_low, u.new)))
             else:
-                torch.addcdiv(mine, u["m"], denom, value=-lr / bc1, out=u["new"])
-                self.gathers.append((u, self.comm.all_gather(u["flat"], u["new"])))
+                torch.addcdiv(mine, u.m, denom, value=-lr / bc1, out=u.new)
+                self.gathers.append((u, self.comm.all_gather(u.flat, u.new)))
 
     @torch.no_grad()
     def wait(self) -> None:
         """The step's all-gathers, landed (called after Muon's step: they overlapped its math)."""
         for u, work in self.gathers:
             _wait(work)
-            if "master" in u:
-                u["flat"].copy_(u["flat_low"])
+            if u.master is not None:
+                u.flat.copy_(u.flat_low)
         self.gathers = []
 
     def _state(self) -> dict:
         out = {}
         for k, u in enumerate(self.units):
-            out[f"m{k}"], out[f"v{k}"] = u["m"], u["v"]
-            if "master" in u:
-                out[f"master{k}"] = u["master"]
+            out[f"m{k}"], out[f"v{k}"] = u.m, u.v
+            if u.master is not None:
+                out[f"master{k}"] = u.master
         return out
 
     def state_dict(self) -> dict:
@@ -901,6 +943,8 @@ def optimizer_step(optimizers: list, step: int, h: Hyperparameters) -> None:
 
 
 def build_optimizers(model: GPT, h: Hyperparameters, comm: Comm | None = None):
+    """Adam for the embeddings, head and scalars; Muon for the blocks' matrices, its Polar Express in the model's
+    activation dtype and with the model's xxt kernel (if chosen)."""
     comm = comm or Comm()
     hidden = [p for n, p in model.blocks.named_parameters() if p.ndim >= 2]
     per = layers_per_unit(len(model.blocks), comm.world)
@@ -912,7 +956,7 @@ def build_optimizers(model: GPT, h: Hyperparameters, comm: Comm | None = None):
     adam = Adam([dict(params=embeds, lr=h.embed_lr, gather_dtype=model.act_dtype), dict(params=head, lr=h.head_lr),
                  dict(params=scalars, lr=h.scalar_lr)], betas=h.adam_betas, eps=1e-10, comm=comm)
     muon = Muon(hidden, lr=h.muon_lr, momentum=h.muon_momentum, weight_decay=h.muon_weight_decay,
-                ns_steps=h.ns_steps, comm=comm, chunk_of=chunk_of)
+                ns_steps=h.ns_steps, comm=comm, chunk_of=chunk_of, ns_dtype=model.act_dtype, xxt=model.kernels.xxt)
     return [adam, muon]
 
 
@@ -1188,37 +1232,31 @@ def memory_estimate(h: Hyperparameters, world: int, cuda_path: bool = True) -> d
     The CUDA path: bf16 activations, FlexAttention's footprint, the Triton kernels' (fake) outputs and
     Polar Express in bf16; the CPU path: fp32, dense attention masks, no kernels. Allocator slack and
     torch.compile's own buffers are not in it (Inductor frees intermediates earlier than eager does)."""
-    global KERNELS, NS_DTYPE
     from torch._subclasses.fake_tensor import FakeTensorMode
     from torch.distributed._tools.mem_tracker import MemTracker
 
-    saved = KERNELS, NS_DTYPE
-    try:
-        if cuda_path:
-            try:
-                from kernels.capability import adopt
-                KERNELS = adopt(["softcap_ce", "relu2_linear"])  # xxt is no custom op (no fake): torch's X Xᵀ, same sizes
-            except ImportError:  # no kernels/ or no Triton here: the torch path's (larger) footprint
-                pass
-        NS_DTYPE = torch.bfloat16 if cuda_path else torch.float32
-        with FakeTensorMode(allow_non_fake_inputs=True):
-            model = GPT(h, max(h.seq_len, h.val_seq_len))
-            model.attend = (_FlexFootprintAttention(h.window_block, h.block_windows) if cuda_path
-                            else DenseAttention(h.window_block if h.block_windows else None))
-            model.attend.eot, model.act_dtype = h.eot_token, NS_DTYPE
-            tracker = MemTracker()
-            tracker.track_external(model)
-            x = torch.randint(0, h.vocab_size, (h.batch_seqs, h.seq_len))
-            with tracker:
-                optimizers = build_optimizers(model, h, _LocalComm(world))  # inside: its state is counted
-                for opt in optimizers:
-                    opt.arm(True)
-                model(x, x, torch.tensor(attention_windows(h.num_steps, h))).backward()
-                optimizer_step(optimizers, 0, h)
-            peak = tracker.get_tracker_snapshot("peak")
-        used = KERNELS.names() if hasattr(KERNELS, "names") else []
-    finally:
-        KERNELS, NS_DTYPE = saved
+    kernels = NoKernels()
+    if cuda_path:
+        try:
+            from kernels.capability import adopt
+            kernels = adopt(["softcap_ce", "relu2_linear"])  # xxt is no custom op (no fake): torch's X Xᵀ, same sizes
+        except ImportError:  # no kernels/ or no Triton here: the torch path's (larger) footprint
+            pass
+    attend = (_FlexFootprintAttention(h.eot_token, h.window_block, h.block_windows) if cuda_path
+              else DenseAttention(h.eot_token, h.window_block if h.block_windows else None))
+    with FakeTensorMode(allow_non_fake_inputs=True):
+        model = GPT(h, max(h.seq_len, h.val_seq_len), attend, torch.bfloat16 if cuda_path else torch.float32, kernels)
+        tracker = MemTracker()
+        tracker.track_external(model)
+        x = torch.randint(0, h.vocab_size, (h.batch_seqs, h.seq_len))
+        with tracker:
+            optimizers = build_optimizers(model, h, _LocalComm(world))  # inside: its state is counted
+            for opt in optimizers:
+                opt.arm(True)
+            model(x, x, torch.tensor(attention_windows(h.num_steps, h))).backward()
+            optimizer_step(optimizers, 0, h)
+        peak = tracker.get_tracker_snapshot("peak")
+    used = kernels.names()
     per_device = {str(dev): {str(k).rsplit(".", 1)[-1].lower(): int(v) for k, v in kinds.items()} for dev, kinds in peak.items()}
     total = max(d.get("total", 0) for d in per_device.values())
     return {"preset_track": h.track, "ranks": world, "path": "cuda" if cuda_path else "cpu", "kernels": used,
@@ -1226,56 +1264,22 @@ def memory_estimate(h: Hyperparameters, world: int, cuda_path: bool = True) -> d
 
 
 def node_peak(device: torch.device) -> float | None:
-    """The device's dense bf16 peak in TFLOP/s (kernels/bench.py's table), or None (a CPU, an unknown GPU)."""
-    if device.type != "cuda":
-        return None
+    """The device's dense bf16 peak in TFLOP/s (kernels/peaks.py's table), or None (a CPU, an unknown GPU)."""
     try:
-        from kernels.node import peak
+        from kernels.peaks import peak
     except ImportError:
         return None
     return peak(device, "bf16")
 
 
-def parse_fault(spec: str) -> dict:
-    """Fault injection for the harness's tests: SPEEDRUN_FAULT=nan@3 (the loss of step 3 becomes nan) or
-    kill@3:1 (rank 1 SIGKILLs itself before step 3). Empty: no fault."""
-    if not spec:
-        return {}
-    kind, _, where = spec.partition("@")
-    step, _, rank = where.partition(":")
-    if kind not in ("nan", "kill") or not step.isdigit() or (rank and not rank.isdigit()):
-        sys.exit(f"train_gpt.py: SPEEDRUN_FAULT={spec!r}: expected nan@STEP or kill@STEP[:RANK]")
-    return {kind: int(step), **({"rank": int(rank)} if rank else {})}
-
-
-def main(argv=None):
-    args = parse_args(argv)
-    h = PRESETS[args.preset]
-    if args.estimate_memory:
-        print("MEMORY " + json.dumps(memory_estimate(h, args.estimate_memory, cuda_path=not args.cpu_path)))
-        return None
-    fault_plan, fault = parse_fault(os.environ.get("SPEEDRUN_FAULT", "")), {}
-    if args.val_every is not None:
-        h = replace(h, val_every=args.val_every)
-    device = setup_distributed()
-    kernel_lines = []  # said in the run section, once the log is open
-    pick_kernels(device, args.kernels, kernel_lines.append, h)
-    node = node_figures(device)  # every rank: the all-reduce needs them all
-    sources = source_files()  # this file and the kernels just imported, before anything can change on disk
-    run_id = args.run_id or str(uuid.uuid4())
-    if WORLD_SIZE > 1:  # every rank names the same log
-        obj = [run_id]
-        dist.broadcast_object_list(obj, src=0)
-        run_id = obj[0]
-    if h.grad_accum % WORLD_SIZE:
-        sys.exit(f"train_gpt.py: --preset {args.preset} splits each step into {h.grad_accum} micro-batches; "
-                 f"run it on a number of ranks that divides {h.grad_accum} (got {WORLD_SIZE})")
-    data_dir = args.data_dir or ("data/synthetic" if args.preset == "tiny" else "data/fineweb10B")
-    train_files, val_files = find_files(data_dir, h.train_files), find_files(data_dir, h.val_files)
-
-    code_sha = hashlib.sha256(sources["train_gpt.py"].encode()).hexdigest()
+def open_log(args, h: Hyperparameters, run_id: str, device: torch.device, sources: dict, node: dict, data: tuple,
+             notes: list[str], model: GPT, optimizers: list, num_steps: int) -> dict:
+    """Rank 0 opens <log_dir>/<run_id>.txt and writes its head: the sources as run, the environment (versions,
+    code and data hashes, the node's figures), the hyperparameters, then, to the console too, the device
+    choices made at start-up (`notes`) and every derived quantity, once. Returns what RESULT repeats."""
+    global LOG
+    data_dir, train_files, val_files = data
     data_sha = ""
-    global LOG, NS_DTYPE
     if RANK == 0:
         Path(args.log_dir).mkdir(parents=True, exist_ok=True)
         LOG = open(Path(args.log_dir) / f"{run_id}.txt", "w", encoding="utf-8")
@@ -1294,31 +1298,18 @@ def main(argv=None):
             print0(line, console=False)
     log = print0
     log(f"hyperparameters: {json.dumps(asdict(h))}", console=False)
-
-    # Every derived quantity, once.
-    attend = pick_attention(device, h.eot_token, h.window_block, h.block_windows)
-    for line in kernel_lines:
+    for line in notes:
         log(line)
-    torch.manual_seed(args.seed)  # same seed on every rank: identical initial weights, nothing to broadcast
-    raw_model = GPT(h, max(h.seq_len, h.val_seq_len)).to(device)
-    raw_model.attend, raw_model.act_dtype = attend, compute_dtype(device)
-    NS_DTYPE = raw_model.act_dtype  # before the optimizers allocate their update buffers in it
-    comm = Comm()
-    optimizers = build_optimizers(raw_model, h, comm)  # before compiling: Adam's parameters become bucket views
-    compiled = maybe_compile(raw_model, device, h.compile and not args.no_compile)
-    model = compiled if compiled is not None else raw_model  # an OptimizedModule has no truth value
-    if compiled is not None and device.type == "cuda":
-        optimizers[1].compile_ns()
-    num_steps = min(h.num_steps, args.max_steps) if args.max_steps else h.num_steps
     tokens_per_step = h.seq_len * h.batch_seqs * h.grad_accum
-    n_params = sum(p.numel() for p in raw_model.parameters())
+    n_params = sum(p.numel() for p in model.parameters())
+    adam, muon = optimizers
     log(f"run {run_id}: preset {args.preset} (track {h.track}), seed {args.seed}, {WORLD_SIZE} rank(s) on {device.type}, "
-        f"activations {str(raw_model.act_dtype).removeprefix('torch.')}")
+        f"activations {str(model.act_dtype).removeprefix('torch.')}")
     log(f"model: {n_params:,} parameters, {h.num_layers} layers × {h.model_dim} wide, {h.num_heads} heads, "
-        f"vocab {h.vocab_size}; Muon on {sum(p.numel() for u in optimizers[1].units for p in u['params']):,} of them")
-    muon_split = ", ".join(f"{len(u['items'])} of {u['shape'][0]}×{u['shape'][1]} ({u['k']} a rank)" for u in optimizers[1].units)
+        f"vocab {h.vocab_size}; Muon on {sum(p.numel() for u in muon.units for p in u.params):,} of them")
+    muon_split = ", ".join(f"{len(u.items)} of {u.shape[0]}×{u.shape[1]} ({u.k} a rank)" for u in muon.units)
     log(f"optimizers sharded over {WORLD_SIZE} rank(s): Muon matrices {muon_split}, Polar Express in "
-        f"{str(NS_DTYPE).removeprefix('torch.')}; Adam {len(optimizers[0].units)} "
+        f"{str(muon.ns_dtype).removeprefix('torch.')}; Adam {len(adam.units)} "
         f"bucket(s) of ≤ {ADAM_BUCKET >> 20}M fp32 elements, 1/{WORLD_SIZE} of each per rank")
     flops, nbytes = step_cost(h)
     peak = node_peak(device)
@@ -1330,6 +1321,56 @@ def main(argv=None):
         + (f" (stopping early: preset has {h.num_steps})" if num_steps < h.num_steps else ""))
     log(f"val: first {h.val_tokens:,} tokens every {h.val_every} steps and at the last; windows "
         f"{attention_windows(0, h)} → {attention_windows(h.num_steps, h)} tokens")
+    return dict(code_sha256=hashlib.sha256(sources["train_gpt.py"].encode()).hexdigest(), data_sha256=data_sha,
+                tokens_per_step=tokens_per_step, step_flops=flops, peak_tflops=peak)
+
+
+def close_log() -> None:
+    global LOG
+    if LOG is not None:
+        LOG.close()
+        LOG = None
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    h = PRESETS[args.preset]
+    if args.estimate_memory:
+        print("MEMORY " + json.dumps(memory_estimate(h, args.estimate_memory, cuda_path=not args.cpu_path)))
+        return None
+    if args.val_every is not None:
+        h = replace(h, val_every=args.val_every)
+    device = setup_distributed()
+    notes = []  # the device choices, said in the log once it is open
+    attend = pick_attention(device, h, notes.append)
+    kernels = pick_kernels(device, args.kernels, notes.append, h)
+    act_dtype = compute_dtype(device, notes.append)
+    node = node_figures(device)  # every rank: the all-reduce needs them all
+    sources = source_files()  # this file and the kernels just imported, before anything can change on disk
+    run_id = args.run_id or str(uuid.uuid4())
+    if WORLD_SIZE > 1:  # every rank names the same log
+        obj = [run_id]
+        dist.broadcast_object_list(obj, src=0)
+        run_id = obj[0]
+    if h.grad_accum % WORLD_SIZE:
+        sys.exit(f"train_gpt.py: --preset {args.preset} splits each step into {h.grad_accum} micro-batches; "
+                 f"run it on a number of ranks that divides {h.grad_accum} (got {WORLD_SIZE})")
+    data_dir = args.data_dir or ("data/synthetic" if args.preset == "tiny" else "data/fineweb10B")
+    train_files, val_files = find_files(data_dir, h.train_files), find_files(data_dir, h.val_files)
+
+    torch.manual_seed(args.seed)  # same seed on every rank: identical initial weights, nothing to broadcast
+    raw_model = GPT(h, max(h.seq_len, h.val_seq_len), attend, act_dtype, kernels).to(device)
+    comm = Comm()
+    optimizers = build_optimizers(raw_model, h, comm)  # before compiling: Adam's parameters become bucket views
+    compiled = maybe_compile(raw_model, device, h.compile and not args.no_compile, notes.append)
+    model = compiled if compiled is not None else raw_model  # an OptimizedModule has no truth value
+    if compiled is not None and device.type == "cuda":
+        optimizers[1].compile_ns()
+    num_steps = min(h.num_steps, args.max_steps) if args.max_steps else h.num_steps
+    facts = open_log(args, h, run_id, device, sources, node, (data_dir, train_files, val_files), notes, raw_model,
+                     optimizers, num_steps)
+    log = print0
+    flops, peak = facts["step_flops"], facts["peak_tflops"]
     # Every step's windows, on the device once: a step indexes a row (no host-to-device copy, no new graph).
     window_table = torch.tensor([attention_windows(s, h) for s in range(h.num_steps + 1)], device=device)
     val_windows = torch.tensor([h.window_max, max(h.window_block, h.window_max // 2)], device=device)
@@ -1343,8 +1384,6 @@ def main(argv=None):
             for opt in optimizers:  # on the last micro-batch, each unit's reduce-scatter starts from its hook
                 opt.arm(m == micro - 1)
             loss = model(x, y, windows) / micro
-            if fault.get("nan") == step:
-                loss = loss * float("nan")
             loss.backward()
             total += loss.detach()
         work = comm.all_reduce_mean(total)  # the step's loss on every rank (a divergence anywhere stops all)
@@ -1393,7 +1432,6 @@ def main(argv=None):
     # read at the next validation (a sync there anyway): the steps themselves never wait for the host.
     bad_step = torch.full((), -1, device=device, dtype=torch.long)
     bad_loss = torch.zeros((), device=device)
-    fault = fault_plan  # armed only now: the warm-up is not part of the run
     sync(device)
     t0 = time.perf_counter()
     for step in range(num_steps + 1):
@@ -1404,8 +1442,7 @@ def main(argv=None):
             if bad_step.item() >= 0:
                 log(f"diverged: train loss {bad_loss.item()} at step {bad_step.item()} (nan, inf or above "
                     f"{diverged_above:.2f} = twice a uniform guess's); stopping this run")
-                if LOG is not None:
-                    LOG.close()
+                close_log()
                 sys.exit(3)
             val_loss = evaluate()
             log(f"step:{step}/{h.num_steps} val_loss:{val_loss:.4f} train_time:{train_time_ms:.0f}ms "
@@ -1417,8 +1454,6 @@ def main(argv=None):
             t0 = time.perf_counter()
         if last:
             break
-        if fault.get("kill") == step and fault.get("rank", RANK) == RANK:
-            os.kill(os.getpid(), signal.SIGKILL)
         loss = train_step(step, batches)
         bad = (bad_step < 0) & (~torch.isfinite(loss) | (loss > diverged_above))
         bad_step = torch.where(bad, step + 1, bad_step)
@@ -1436,8 +1471,9 @@ def main(argv=None):
         log(f"compile: {recompiles} recompile(s) after the warm-up")
     result = dict(track=h.track, preset=args.preset, seed=args.seed, run_id=run_id, val_loss=round(val_loss, 6),
                   train_time_ms=round(train_time_ms, 1), steps=step, num_steps=h.num_steps,
-                  step_avg_ms=round(train_time_ms / max(step, 1), 3), tokens_per_step=tokens_per_step,
-                  world_size=WORLD_SIZE, device=device.type, code_sha256=code_sha, data_sha256=data_sha,
+                  step_avg_ms=round(train_time_ms / max(step, 1), 3), tokens_per_step=facts["tokens_per_step"],
+                  world_size=WORLD_SIZE, device=device.type, code_sha256=facts["code_sha256"],
+                  data_sha256=facts["data_sha256"],
                   graphs=graphs_warm, recompiles=recompiles, graph_breaks=graph_breaks(), warmup_s=round(warmup_s, 1),
                   step_tflop=round(flops / 1e12, 4),
                   tflops=round(flops * step / max(train_time_ms / 1000, 1e-9) / 1e12, 3),
@@ -1445,9 +1481,7 @@ def main(argv=None):
                                                   / (peak * WORLD_SIZE), 4),
                   peak_memory_mib=allocated, peak_host_mib=host_peak, log=str(Path(args.log_dir) / f"{run_id}.txt"))
     log("RESULT " + json.dumps(result))
-    if LOG is not None:
-        LOG.close()
-        LOG = None
+    close_log()
     if WORLD_SIZE > 1:
         dist.barrier()  # gloo aborts ("terminate called…") if one rank tears down while another still talks
         dist.destroy_process_group()

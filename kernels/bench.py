@@ -14,7 +14,7 @@ there the bench times what does run (the references, and `_scaled_mm` for fp8_li
 Throughput: matmuls count 2·M·N·K per product (fwd + bwd = 3 products), so `xxt` is credited with
 the full X Xᵀ although it computes half of it: its TFLOP/s is "effective", comparable across
 implementations. softcap_ce is memory-bound: GB/s counts its logits read twice (fwd, bwd) and the
-gradient written once. % of peak uses the table below; an unknown device gets no percentage.
+gradient written once. % of peak uses kernels/peaks.py's table; an unknown device gets no percentage.
 This module needs only torch (and triton on CUDA); `speedrun bench` (harness/bench.py) stores the
 results under records/_bench/<device>/, compares them with earlier ones and renders them.
 """
@@ -31,26 +31,9 @@ from typing import Callable
 import torch
 
 from kernels import ALL
+from kernels.peaks import peaks_for
 
-# Dense peaks (no sparsity): bf16 and fp8 tensor-core TFLOP/s, HBM GB/s. Matched by substring of
-# torch.cuda.get_device_name(), first match wins (so "H100 PCIe" before the SXM's "H100").
-PEAKS = [
-    ("H100 PCIe", dict(bf16=756.0, fp8=1513.0, mem=2039.0)),
-    ("H100 NVL", dict(bf16=835.0, fp8=1671.0, mem=3900.0)),
-    ("H100", dict(bf16=989.4, fp8=1978.9, mem=3352.0)),  # SXM5 80GB HBM3
-    ("H200", dict(bf16=989.4, fp8=1978.9, mem=4800.0)),
-    ("A100-SXM4-80GB", dict(bf16=312.0, fp8=None, mem=2039.0)),
-    ("A100-SXM4-40GB", dict(bf16=312.0, fp8=None, mem=1555.0)),
-    ("L4", dict(bf16=121.0, fp8=242.5, mem=300.0)),
-]
 TRITON = {"xxt", "softcap_ce", "fp8_head", "relu2_linear"}  # fp8_linear is `_scaled_mm` alone: it runs on CPU too
-
-
-def peaks_for(device_name: str) -> dict | None:
-    for key, peaks in PEAKS:
-        if key in device_name:
-            return peaks
-    return None
 
 
 @dataclass
@@ -63,7 +46,7 @@ class Case:
     reference: Callable
     work: float  # FLOPs or bytes per call
     unit: str  # "TFLOP/s" or "GB/s"
-    peak: str  # key into PEAKS' dicts
+    peak: str  # key into kernels/peaks.py's dicts
     module: object  # the kernel's module: its example/outputs and TOLERANCE decide whether it is timed
     check_shape: dict  # keyword arguments of the module's example at this case's shape
 

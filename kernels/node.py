@@ -6,7 +6,7 @@ records, so a reviewer can see on what node a time was taken.
     allreduce(size_mb, group=None)   → all-reduce bus bandwidth over the current process group (GB/s)
     allreduce_spawned(world, device) → the same from `world` fresh processes (gloo on CPU, NCCL on CUDA)
 
-Peaks are kernels/bench.py's table (dense, no sparsity). Bus bandwidth is NCCL's convention:
+Peaks are kernels/peaks.py's table (dense, no sparsity). Bus bandwidth is NCCL's convention:
 bytes · 2(n−1)/n / time, comparable across rank counts. Nothing here touches CUDA at import.
 """
 from __future__ import annotations
@@ -20,6 +20,8 @@ import tempfile
 import time
 
 import torch
+
+from kernels.peaks import peak
 
 BF16_SIDE = {"cuda": 8192, "cpu": 1024}  # square matmul side: long enough to reach steady clocks, short enough
 
@@ -76,15 +78,6 @@ def _cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
-
-
-def peak(device: torch.device, kind: str) -> float | None:
-    """The device's dense peak (TFLOP/s for bf16/fp8, GB/s for mem) from bench's table, or None."""
-    if device.type != "cuda":
-        return None
-    from kernels.bench import peaks_for
-
-    return (peaks_for(torch.cuda.get_device_name(device)) or {}).get(kind)
 
 
 def matmul(device: torch.device, dtype: str = "bf16", side: int | None = None, seconds: float = 1.0) -> dict:

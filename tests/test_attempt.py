@@ -25,7 +25,7 @@ from harness.core.errors import InputError
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "train_gpt.py"
-STEPS = "6"  # past the tiny preset's 3 untimed warm-up steps; faults are armed after them
+STEPS = "6"  # past the tiny preset's 3 untimed warm-up steps
 
 
 @pytest.fixture(scope="module")
@@ -70,8 +70,7 @@ def survivors(marker: str) -> list[str]:
 
 
 def speedrun(root: Path, *args, env=None, **kw) -> subprocess.CompletedProcess:
-    e = {k: v for k, v in os.environ.items() if k != "SPEEDRUN_FAULT"}
-    e.update(SPEEDRUN_ROOT=str(root), COLUMNS="160", **(env or {}))
+    e = dict(os.environ, SPEEDRUN_ROOT=str(root), COLUMNS="160", **(env or {}))
     return subprocess.run([sys.executable, "-m", "harness.cli", *map(str, args)], capture_output=True, text=True,
                           env=e, cwd=ROOT, timeout=900, **kw)
 
@@ -243,17 +242,27 @@ def test_extend_adds_pairs_and_keeps_every_look(baseline_record, track_corpus):
 # ---- faults: each stays inside its run -----------------------------------------------------------------
 
 @pytest.mark.slow
-def test_a_dying_rank_fails_its_run_and_the_attempt_goes_on(tmp_path, track_corpus):
-    """kill@2:1: rank 1 SIGKILLs itself; torchrun tears the run down; the run is `failed` with a message
-    naming rank 1 and SIGKILL, torchrun's report is shown, and the next run still runs to the end."""
+def test_a_dying_rank_fails_its_run_and_the_attempt_goes_on(tmp_path, track_corpus, monkeypatch):
+    """The harness SIGKILLs rank 1 of the first run once it reports step 2 (Options.kill_rank_at_step: a crash
+    from outside, the trainer knows nothing of it); torchrun tears the run down; the run is `failed` with a
+    message naming rank 1 and SIGKILL, the manifest records the fault, torchrun's report is shown, and the
+    next run still runs to the end."""
+    import io
+
+    from rich.console import Console
+
     root = make_root(tmp_path)
     before = records_state(root)
-    p = speedrun(root, *attempt_args(track_corpus, "--runs", "2", "--nproc", "2", "--fault", "kill@2:1"))
-    m = json.loads(p.stdout)
+    monkeypatch.setenv("SPEEDRUN_ROOT", str(root))
+    out = io.StringIO()
+    code, m = attempt.run_attempt(attempt.Options(
+        track="tiny-cpu", runs=2, nproc=2, script=str(SCRIPT), data_dir=str(track_corpus), max_steps=int(STEPS),
+        as_json=True, kill_rank_at_step=(2, 1)), Console(file=out, width=160))
     first, second = m["runs"]
     assert first["outcome"] == "failed" and first["fault"] == "kill@2:1" and first["exit_code"] not in (0, None)
     assert "rank 1 failed first" in first["message"] and "SIGKILL" in first["message"]
-    assert "rank 1 failed first" in p.stderr and "Root Cause" in p.stderr
+    assert "rank 1 failed first" in out.getvalue() and "Root Cause" in out.getvalue()
+    assert "fault" not in second
     assert second["outcome"] == "ok" and (Path(m["dir"]) / second["log"]).is_file()
     assert {"check": "unfinished", "detail": "1 of 2 candidate run(s) did not finish (seed 0 failed)"} in \
         [{k: r[k] for k in ("check", "detail")} for r in m["verdict"]["reasons"]]
@@ -299,14 +308,18 @@ def test_ctrl_c_stops_every_process_and_keeps_the_books(tmp_path, track_corpus):
 
 @pytest.mark.slow
 def test_nan_loss_marks_the_run_diverged(tmp_path, track_corpus):
-    """SPEEDRUN_FAULT=nan@2 in the attempt's environment: the trainer prints `diverged: …` and exits 3;
-    the run is `diverged` with the trainer's own words as its message."""
+    """A trainer whose loss turns nan at timed step 2 (tests/diverging_trainer.py: train_gpt.py with its model's
+    loss wrapped) prints `diverged: …` and exits 3; the run is `diverged` with the trainer's own words as its
+    message."""
     root = make_root(tmp_path)
     before = records_state(root)
-    p = speedrun(root, *attempt_args(track_corpus, "--runs", "1", "--nproc", "2"), env={"SPEEDRUN_FAULT": "nan@2"})
+    args = attempt_args(track_corpus, "--runs", "1", "--nproc", "2")
+    args[args.index("--script") + 1] = ROOT / "tests" / "diverging_trainer.py"
+    p = speedrun(root, *args, env={"DIVERGE_AT_STEP": "2"})
     assert p.returncode == 1
     (r,) = json.loads(p.stdout)["runs"]
-    assert r["outcome"] == "diverged" and r["message"].startswith("diverged: train loss nan at step 3")
+    assert r["outcome"] == "diverged" and r["exit_code"] not in (0, None)  # torchrun's, not the rank's 3
+    assert r["message"].startswith("diverged: train loss nan at step 3")
     assert r["val_loss"] is None and records_state(root) == before and survivors(str(root)) == []
 
 
@@ -386,9 +399,8 @@ def test_two_nodes_match_one_node(tmp_path, track_corpus):
     roots = [make_root(tmp_path / f"node{r}") for r in range(2)]
     common = attempt_args(track_corpus, "--runs", "1", "--nproc", "1", "--nnodes", "2", "--rdzv-id", "job-7",
                           "--rdzv-endpoint", f"127.0.0.1:{port}", "--timeout", "600")
-    e = {k: v for k, v in os.environ.items() if k != "SPEEDRUN_FAULT"}
     procs = [subprocess.Popen([sys.executable, "-m", "harness.cli", *map(str, common), "--node-rank", str(r)],
-                              cwd=ROOT, env={**e, "SPEEDRUN_ROOT": str(roots[r])}, stdout=subprocess.PIPE,
+                              cwd=ROOT, env={**os.environ, "SPEEDRUN_ROOT": str(roots[r])}, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for r in range(2)]
     outs = [p.communicate(timeout=900) for p in procs]
     m0, m1 = (json.loads(o[0]) for o in outs)
@@ -420,7 +432,7 @@ def test_two_nodes_in_one_checkout_share_one_attempt_folder(tmp_path, track_corp
     root = make_root(tmp_path / "shared")
     common = attempt_args(track_corpus, "--runs", "1", "--nproc", "1", "--nnodes", "2", "--rdzv-id", "job-8",
                           "--rdzv-endpoint", f"127.0.0.1:{port}", "--timeout", "600")
-    e = {k: v for k, v in os.environ.items() if k != "SPEEDRUN_FAULT"} | {"SPEEDRUN_ROOT": str(root)}
+    e = dict(os.environ, SPEEDRUN_ROOT=str(root))
     procs = [subprocess.Popen([sys.executable, "-m", "harness.cli", *map(str, common), "--node-rank", str(r)],
                               cwd=ROOT, env=e, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for r in range(2)]

@@ -22,8 +22,7 @@ def test_block_windows_are_whole_blocks_behind_the_query():
     and kv's block is fewer than window/block blocks behind q's block (so up to window + q mod block back)."""
     x = doc_tokens(1, 200, every=60)
     docs = (x == 0).cumsum(1)[0]
-    attn = tg.DenseAttention(window_block=16)
-    attn.eot = 0
+    attn = tg.DenseAttention(0, window_block=16)
     mask, short = attn.masks(x, torch.tensor([48, 16]))
     for m, w in ((mask, 48), (short, 16)):
         want = torch.tensor([[kv <= q and docs[q] == docs[kv] and (q // 16 - kv // 16) < w // 16
@@ -37,8 +36,7 @@ def test_flex_block_masks_equal_the_dense_mask(block_windows):
     for windows of 1 to 7 blocks, across documents, batch of 2."""
     pytest.importorskip("torch.nn.attention.flex_attention")
     x = doc_tokens(2, 512)
-    flex, dense = tg.FlexAttention(64, block_windows), tg.DenseAttention(64 if block_windows else None)
-    flex.eot = dense.eot = 0
+    flex, dense = tg.FlexAttention(0, 64, block_windows), tg.DenseAttention(0, 64 if block_windows else None)
     q, k, v = (torch.randn(2, 2, 512, 16, generator=torch.Generator().manual_seed(i)) for i in range(3))
     for windows in ([64, 64], [128, 64], [192, 128], [448, 192]):
         w = torch.tensor(windows)

@@ -51,14 +51,12 @@ def test_xxt_bf16_within_output_rounding():
     assert rel(xxt.xxt(X), xxt.xxt_reference(X)) <= xxt.TOLERANCE[BF16]["C"]
 
 
-def test_orthogonalize_with_xxt_equals_the_plain_iteration(monkeypatch):
+def test_orthogonalize_with_xxt_equals_the_plain_iteration():
     """Muon's Polar Express with the kernel gives the torch path's result (fp32, so only rounding differs)."""
-    monkeypatch.setattr(tg, "NS_DTYPE", torch.float32)
     G = torch.randn(2, 48, 80, device=DEV)
-    plain = tg.orthogonalize(G)
-    monkeypatch.setattr(tg, "KERNELS", capability.Kernels(xxt=xxt.xxt))
-    assert rel(tg.orthogonalize(G), plain) < 1e-4
-    assert rel(tg.orthogonalize(G.mT), plain.mT) < 1e-4  # the tall case iterates on the transpose
+    plain = tg.orthogonalize(G, dtype=FP32)
+    assert rel(tg.orthogonalize(G, dtype=FP32, xxt=xxt.xxt), plain) < 1e-4
+    assert rel(tg.orthogonalize(G.mT, dtype=FP32, xxt=xxt.xxt), plain.mT) < 1e-4  # the tall case iterates on the transpose
 
 
 # ---- softcap_ce --------------------------------------------------------------------------------------
@@ -252,17 +250,14 @@ def test_capability_on_checks_each_kernel_and_falls_back_loudly(monkeypatch):
 
 # ---- the trainer with kernels on and off -------------------------------------------------------------
 
-def test_training_steps_with_kernels_on_and_off_agree(monkeypatch):
+def test_training_steps_with_kernels_on_and_off_agree():
     """Three tiny-preset steps (forward, backward, Muon + Adam) give the same losses with every kernel
     on as with the torch path, within FP8's rounding of the LM head (0.5 %)."""
     h = tg.PRESETS["tiny"]
 
     def losses(kernels):
-        monkeypatch.setattr(tg, "KERNELS", kernels)
         torch.manual_seed(0)
-        model = tg.GPT(h, h.seq_len)
-        model.attend = tg.DenseAttention()
-        model.attend.eot = h.eot_token
+        model = tg.GPT(h, h.seq_len, tg.DenseAttention(h.eot_token), kernels=kernels)
         opts = tg.build_optimizers(model, h)
         g = torch.Generator().manual_seed(1)
         seq = torch.randint(1, h.vocab_size, (2, 129), generator=g)
@@ -285,31 +280,30 @@ def test_training_steps_with_kernels_on_and_off_agree(monkeypatch):
     assert off[2] < off[0]  # and it is training
 
 
-def test_validation_runs_through_the_bf16_head(monkeypatch):
+def test_validation_runs_through_the_bf16_head():
     """With the FP8 head on, training goes through it but validation (model.eval()) does not: the val
     loss is exactly the plain bf16 head's, not FP8's rounding of it (the target is judged on that number)."""
     from kernels import fp8_head
 
     h = tg.PRESETS["tiny"]
+    fp8 = capability.Kernels(fp8_head=fp8_head.fp8_head)
     torch.manual_seed(0)
-    model = tg.GPT(h, h.seq_len)
-    model.attend = tg.DenseAttention()
-    model.attend.eot = h.eot_token
+    plain_model = tg.GPT(h, h.seq_len, tg.DenseAttention(h.eot_token))
     with torch.no_grad():
-        model.lm_head.weight.normal_(0, 0.05)  # a trained-looking head (zero-init would hide FP8's rounding)
+        plain_model.lm_head.weight.normal_(0, 0.05)  # a trained-looking head (zero-init would hide FP8's rounding)
+    fp8_model = tg.GPT(h, h.seq_len, tg.DenseAttention(h.eot_token), kernels=fp8)
+    fp8_model.load_state_dict(plain_model.state_dict())
     seq = torch.randint(1, h.vocab_size, (2, 129), generator=torch.Generator().manual_seed(1))
     seq[:, 0] = h.eot_token
     x, y, w = seq[:, :-1], seq[:, 1:], torch.tensor([64, 64])
 
-    def loss(kernels, train):
-        monkeypatch.setattr(tg, "KERNELS", kernels)
+    def loss(model, train):
         model.train(train)
         with torch.no_grad():
             return model(x, y, w, reduction="sum").item()
-    plain = loss(tg.NoKernels(), False)
-    fp8 = capability.Kernels(fp8_head=fp8_head.fp8_head)
-    assert loss(fp8, False) == plain
-    assert loss(fp8, True) != plain and abs(loss(fp8, True) - plain) < 0.02 * abs(plain)
+    plain = loss(plain_model, False)
+    assert loss(fp8_model, False) == plain
+    assert loss(fp8_model, True) != plain and abs(loss(fp8_model, True) - plain) < 0.02 * abs(plain)
 
 
 def test_the_log_embeds_the_kernels_the_trainer_imported():
@@ -372,7 +366,7 @@ def test_bench_refuses_to_time_a_wrong_kernel(monkeypatch):
 
 def test_peak_table_knows_the_record_gpus_and_nothing_else():
     """% of peak only for known devices: H100 SXM vs PCIe distinguished, unknown → None."""
-    from kernels.bench import peaks_for
+    from kernels.peaks import peaks_for
 
     assert peaks_for("NVIDIA H100 80GB HBM3")["bf16"] == pytest.approx(989.4)
     assert peaks_for("NVIDIA H100 PCIe")["bf16"] == 756.0

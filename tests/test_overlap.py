@@ -21,9 +21,7 @@ def _step(rank, world, init, out, mode):
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
     tg.RANK, tg.WORLD_SIZE = rank, world
     torch.manual_seed(0)
-    model = tg.GPT(H, H.seq_len)
-    model.attend = tg.DenseAttention(H.window_block)
-    model.attend.eot = H.eot_token
+    model = tg.GPT(H, H.seq_len, tg.DenseAttention(H.eot_token, H.window_block))
     comm = tg.Comm()
     launch = comm.reduce_scatter
 
@@ -88,8 +86,7 @@ def _adam(rank, world, init, out):
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
     tg.RANK, tg.WORLD_SIZE = rank, world
     torch.manual_seed(0)
-    model = tg.GPT(H, H.seq_len)
-    model.act_dtype = torch.bfloat16
+    model = tg.GPT(H, H.seq_len, act_dtype=torch.bfloat16)
     comm, log = tg.Comm(), []
     gather, wait = comm.all_gather, tg._wait
 
@@ -107,12 +104,12 @@ def _adam(rank, world, init, out):
         p.grad = torch.randn(p.shape, generator=torch.Generator().manual_seed(rank + p.numel()))
     embed = model.embed.weight
     tg.optimizer_step(opts, 0, H)
-    s = adam.units[0]["shard"].numel()
+    s = adam.units[0].shard.numel()
     with open(out.format(rank), "w") as f:
         json.dump({"log": log, "embed_is_bf16_exact": bool((embed == embed.bfloat16().float()).all()),
-                   "master_matches_own_slice_in_bf16": bool((adam.units[0]["master"].bfloat16().float() ==
-                                                             adam.units[0]["flat"][rank * s:(rank + 1) * s]).all()),
-                   "master_is_not_rounded": bool((adam.units[0]["master"] != adam.units[0]["master"].bfloat16().float()).any())}, f)
+                   "master_matches_own_slice_in_bf16": bool((adam.units[0].master.bfloat16().float() ==
+                                                             adam.units[0].flat[rank * s:(rank + 1) * s]).all()),
+                   "master_is_not_rounded": bool((adam.units[0].master != adam.units[0].master.bfloat16().float()).any())}, f)
     dist.barrier()
     dist.destroy_process_group()
 

@@ -75,3 +75,16 @@ def test_the_checker_sees_lazy_cycles(tmp_path):
     b.write_text("def g():\n    import harness.a\n")
     g = {m: {d for d in imports(p) if d in ("harness.a", "harness.b")} for m, p in (("harness.a", a), ("harness.b", b))}
     assert cycle(g) in (["harness.a", "harness.b", "harness.a"], ["harness.b", "harness.a", "harness.b"])
+
+
+def test_the_trainer_never_imports_the_benchmark_harness():
+    """Nothing train_gpt.py can import, lazily or not, reaches kernels/bench.py: a run's log embeds every
+    kernels/*.py the trainer imported, and the benchmark harness is no part of a record (the GPU peak table
+    kernels/node.py needs lives in kernels/peaks.py)."""
+    g, seen, todo = graph(), set(), ["train_gpt"]
+    while todo:
+        m = todo.pop()
+        if m not in seen:
+            seen.add(m)
+            todo += g[m]
+    assert "kernels.node" in seen and "kernels.peaks" in seen and "kernels.bench" not in seen, sorted(seen)

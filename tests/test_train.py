@@ -23,11 +23,7 @@ TINY = tg.PRESETS["tiny"]
 
 def tiny_model(h=TINY, seed=0, dtype=torch.float32):
     torch.manual_seed(seed)
-    model = tg.GPT(h, max(h.seq_len, h.val_seq_len))
-    model.attend = tg.DenseAttention()
-    model.attend.eot = h.eot_token
-    model.act_dtype = dtype
-    return model
+    return tg.GPT(h, max(h.seq_len, h.val_seq_len), tg.DenseAttention(h.eot_token), dtype)
 
 
 def doc_batch(B=2, T=64, seed=0, h=TINY):
@@ -97,15 +93,14 @@ def reference_muon_step(W, grads, lr, momentum, ns_steps=5):
 
 @pytest.mark.parametrize("ns_dtype,tol", [(torch.float64, 1e-9), (torch.bfloat16, 0.1)])
 @pytest.mark.parametrize("shape", [(32, 16), (16, 32), (2, 24, 24)])
-def test_muon_matches_a_plain_reference(shape, ns_dtype, tol, monkeypatch):
+def test_muon_matches_a_plain_reference(shape, ns_dtype, tol):
     """Three Muon steps equal the plain fp64 reference: exactly (1e-9) with the iteration in fp64, and
     within 10% of the update's largest entry in bf16 (measured ≈5%: bf16 rounding over 5 iterations)."""
-    monkeypatch.setattr(tg, "NS_DTYPE", ns_dtype)
     torch.manual_seed(0)
     W0 = torch.randn(shape)
     grads = [torch.randn(shape) for _ in range(3)]
     p = torch.nn.Parameter(W0.clone().to(torch.float64 if ns_dtype == torch.float64 else torch.float32))
-    opt = tg.Muon([p], lr=0.02, momentum=0.9)
+    opt = tg.Muon([p], lr=0.02, momentum=0.9, ns_dtype=ns_dtype)
     for g in grads:
         p.grad = g.clone().to(p.dtype)
         opt.step()
@@ -121,11 +116,11 @@ def test_muon_groups_by_shape_and_keeps_momentum():
     a, b, c = (torch.nn.Parameter(torch.randn(s)) for s in [(8, 4), (4, 8), (8, 4)])
     qkv = torch.nn.Parameter(torch.randn(3, 4, 4))
     opt = tg.Muon([a, b, c, qkv], lr=0.1, momentum=0.5)
-    assert [(u["shape"], len(u["items"])) for u in opt.units] == [((4, 8), 3), ((4, 4), 3)]
+    assert [(u.shape, len(u.items)) for u in opt.units] == [((4, 8), 3), ((4, 4), 3)]
     for p in (a, b, c, qkv):
         p.grad = torch.ones_like(p)
     opt.step()
-    assert torch.equal(opt.units[0]["momentum"][0], torch.full((4, 8), 0.5))  # a's gradient, transposed: ones
+    assert torch.equal(opt.units[0].momentum[0], torch.full((4, 8), 0.5))  # a's gradient, transposed: ones
 
 
 def test_muon_shares_the_gpt2_small_matrices_evenly_over_8_ranks():
@@ -137,7 +132,7 @@ def test_muon_shares_the_gpt2_small_matrices_evenly_over_8_ranks():
     shapes = [(3, 768, 768), (768, 768), (3072, 768), (768, 3072)] * h.num_layers
     params = [torch.nn.Parameter(torch.empty(s, device="meta")) for s in shapes]
     opt = tg.Muon(params, lr=0.05, momentum=0.95, comm=Eight())
-    assert [(u["shape"], len(u["items"]), u["k"]) for u in opt.units] == [((768, 3072), 24, 3), ((768, 768), 48, 6)]
+    assert [(u.shape, len(u.items), u.k) for u in opt.units] == [((768, 3072), 24, 3), ((768, 768), 48, 6)]
 
 
 def test_muon_chunks_the_layers_so_the_last_ones_reduce_first():
@@ -151,8 +146,8 @@ def test_muon_chunks_the_layers_so_the_last_ones_reduce_first():
     params = [torch.nn.Parameter(torch.empty(s, device="meta")) for s in shapes]
     chunk_of = {id(p): i // 4 // 4 for i, p in enumerate(params)}  # 4 parameters a layer, 4 layers a chunk
     opt = tg.Muon(params, lr=0.05, momentum=0.95, comm=Eight(), chunk_of=chunk_of)
-    assert [(u["shape"], len(u["items"]), u["k"]) for u in opt.units] == [((768, 3072), 8, 1), ((768, 768), 16, 2)] * 3
-    assert [{chunk_of[id(p)] for p in u["params"]} for u in opt.units] == [{2}, {2}, {1}, {1}, {0}, {0}]
+    assert [(u.shape, len(u.items), u.k) for u in opt.units] == [((768, 3072), 8, 1), ((768, 768), 16, 2)] * 3
+    assert [{chunk_of[id(p)] for p in u.params} for u in opt.units] == [{2}, {2}, {1}, {1}, {0}, {0}]
 
 
 # ---- the model ---------------------------------------------------------------------------------------
@@ -223,7 +218,7 @@ def test_causal_within_documents_and_windows():
 
 def test_bf16_explicit_attention_matches_sdpa():
     """The CPU bf16 attention path (masked softmax spelled out) equals SDPA with the same mask."""
-    attn = tg.DenseAttention(); attn.eot = 0
+    attn = tg.DenseAttention(eot=0)
     x, _ = doc_batch(B=2, T=48)
     mask, _ = attn.masks(x, torch.tensor([16, 16]))
     q, k, v = (torch.randn(2, 2, 48, 8, generator=torch.Generator().manual_seed(i)) for i in range(3))
@@ -238,8 +233,7 @@ def test_flex_attention_block_masks_equal_the_dense_mask():
     dense mask, for windows below, at and above the block size and across documents, batch of 2."""
     pytest.importorskip("torch.nn.attention.flex_attention")
     x, _ = doc_batch(B=2, T=512)
-    flex, dense = tg.FlexAttention(64), tg.DenseAttention()
-    flex.eot = dense.eot = 0
+    flex, dense = tg.FlexAttention(0, 64), tg.DenseAttention(0)
     q, k, v = (torch.randn(2, 2, 512, 16, generator=torch.Generator().manual_seed(i)) for i in range(3))
     for windows in ([64, 32], [100, 50], [192, 128], [512, 448]):
         w = torch.tensor(windows)
@@ -264,9 +258,7 @@ def test_no_recompile_through_the_whole_window_schedule():
     schedule = sorted({tg.attention_windows(s, full) for s in range(full.num_steps + 1)})
     assert len(schedule) >= 12 and max(w for w, _ in schedule) <= h.seq_len
     torch.manual_seed(0)
-    model = tg.GPT(h, max(h.seq_len, h.val_seq_len))
-    model.attend = tg.FlexAttention(h.window_block)
-    model.attend.eot = h.eot_token
+    model = tg.GPT(h, max(h.seq_len, h.val_seq_len), tg.FlexAttention(h.eot_token, h.window_block))
     tg.compile_blocks(model, backend="eager")  # the trainer's own compile: stem, blocks and head apart
     run = model
     seq = torch.randint(0, h.vocab_size, (1, h.seq_len + 1))

@@ -110,7 +110,7 @@ def cmd_attempt(args) -> int:
         track=args.track, runs=args.runs, seeds=args.seeds, script=args.script, nproc=args.nproc,
         nnodes=args.nnodes, node_rank=args.node_rank, rdzv_endpoint=args.rdzv_endpoint, rdzv_id=args.rdzv_id,
         baseline=args.baseline, max_steps=args.max_steps, timeout=args.timeout, data_dir=args.data_dir,
-        fault=args.fault, record=args.record, contributors=tuple(_contributors(args.contributors)),
+        record=args.record, contributors=tuple(_contributors(args.contributors)),
         allow_failing=args.unofficial, as_json=args.json, no_baseline=args.no_baseline)
     if args.extend:
         code, m = attempt.extend_attempt(args.extend, o, _console(stderr=args.json))
@@ -334,7 +334,6 @@ def build_parser() -> argparse.ArgumentParser:
     at.add_argument("--contributors", action="append", metavar="A,B", help="names for --record (repeatable)")
     at.add_argument("--unofficial", action="store_true", help="with --record: record even unfinished or failing runs, "
                                                               "marked unofficial")
-    at.add_argument("--fault", help=argparse.SUPPRESS)  # tests: SPEEDRUN_FAULT for the first candidate run only
     at.add_argument("--json", action="store_true", help="print the manifest (runs, verdict) as JSON")
     at.set_defaults(func=cmd_attempt)
 

@@ -81,7 +81,8 @@ class Options:
     max_steps: int | None = None
     timeout: float | None = None
     data_dir: str | None = None
-    fault: str | None = None          # SPEEDRUN_FAULT for the first candidate run only (tests)
+    kill_rank_at_step: tuple[int, int] | None = None  # tests, no flag: (step, rank): SIGKILL that rank of the
+    # first candidate run once its step lines reach step (a crash from outside; the manifest's "fault" says so)
     record: str | None = None         # title
     contributors: tuple = ()
     allow_failing: bool = False       # with record: record unfinished or failing runs, marked unofficial
@@ -449,15 +450,16 @@ def _run_all(o, track, plan, script, base, data_dir, nproc, manifest, console, s
                                                max_steps=o.max_steps, script=run_script, launch=launch, convention=conv)
                 public_logs = run_script.parent / base["launch"].get("logs", "logs") if conv == "modded" else None
                 before = {p.name for p in public_logs.glob("*.txt")} if public_logs and public_logs.is_dir() else set()
-                fault = o.fault if (o.fault and role == "candidate" and not any(r["role"] == "candidate" for r in runs)) else None
-                env = launcher.trainer_env(track, **({"SPEEDRUN_FAULT": fault} if fault else {}))
+                first = role == "candidate" and not any(r["role"] == "candidate" for r in runs)
+                kill = o.kill_rank_at_step if first else None
+                env = launcher.trainer_env(track)
                 entry = {"index": k, "role": role, "seed": seed, "run_id": run_id, "outcome": "running",
                          "exit_code": None, "log": f"{run_id}.txt", "log_sha256": None,
                          "console": f"{paths['console']}/{run_id}.txt", "message": "", "started": _now(), "wall_s": None,
                          "command": cmd,
                          "val_loss": None, "train_time_ms": None, "steps": None, "step_avg_ms": None}
-                if fault:
-                    entry["fault"] = fault
+                if kill:
+                    entry["fault"] = f"kill@{kill[0]}:{kill[1]}"
                 runs.append(entry)
                 manifest.save()
 
@@ -465,9 +467,11 @@ def _run_all(o, track, plan, script, base, data_dir, nproc, manifest, console, s
                 task = progress.add_task(f"  {role} s{seed}", total=None, info="starting")
                 progress.update(overall, info=f"run {k - start + 1}/{len(plan)}")
 
-                def on_line(line, rank, watch=watch, task=task):
+                def on_line(line, rank, watch=watch, task=task, kill=kill, run_id=run_id):
                     if watch.feed(line) in ("step", "val"):
                         progress.update(task, completed=watch.step, total=watch.total, info=_live(watch))
+                        if kill and watch.step >= kill[0]:
+                            proc.kill_rank(run_id, kill[1])
 
                 done = proc.stream(cmd, env, on_line, cwd=run_script.parent, timeout=o.timeout,
                                      ranked=launch.torchrun, transcript=adir / entry["console"])

@@ -177,6 +177,28 @@ def _stop_tree(proc: subprocess.Popen, grace_s: float) -> None:
         pass
 
 
+def kill_rank(marker: str, rank: int) -> bool:
+    """SIGKILL the trainer rank whose command line holds `marker` (e.g. its run id) and whose environment
+    says RANK=rank (torchrun sets it in each worker's), found in /proc: how tests make one rank of a run die
+    as a crashed or OOM-killed one would. True when one was signalled."""
+    hit = False
+    for e in os.listdir("/proc"):
+        if not e.isdigit():
+            continue
+        try:
+            with open(f"/proc/{e}/cmdline", "rb") as f:
+                if marker.encode() not in f.read():
+                    continue
+            with open(f"/proc/{e}/environ", "rb") as f:
+                if f"RANK={rank}".encode() not in f.read().split(b"\0"):
+                    continue
+            os.kill(int(e), signal.SIGKILL)
+            hit = True
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+    return hit
+
+
 def descendants(pid: int) -> set[tuple[int, int]]:
     """(pid, start time) of every live descendant of pid, from /proc; empty where there is no /proc."""
     children: dict[int, list[int]] = {}

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.runs import attempt, launch
+from harness.runs import attempt, launch, manifest, runner
 from harness.public import submit
 from harness import cli, ledger
 from harness.core.errors import InputError
@@ -348,7 +348,7 @@ def test_a_full_disk_fails_the_run_not_the_bookkeeping(tmp_path, track_corpus):
     p = speedrun(root, *attempt_args(track_corpus, "--runs", "1", "--nproc", "1", "--record", "full"),
                  preexec_fn=small_disk)
     assert p.returncode == 1, p.stderr[-2000:]
-    m = attempt.load_manifest(the_attempt(root))
+    m = manifest.load_manifest(the_attempt(root))
     (r,) = m["runs"]
     assert r["outcome"] == "failed" and "File too large" in r["message"]
     assert (the_attempt(root) / r["log"]).stat().st_size <= limit
@@ -460,7 +460,7 @@ def test_root_cause_names_the_rank_torchrun_saw_fail_first():
     tail = ["Failures:", "[1]:", "  rank      : 0 (local_rank: 0)", "  exitcode  : -15 (pid: 7)",
             "Root Cause (first observed failure):", "[0]:", "  rank      : 3 (local_rank: 1)",
             "  exitcode  : -9 (pid: 8)  (SIGKILL)", "  traceback : Signal 9 (SIGKILL) received by PID 8"]
-    assert attempt.root_cause(tail) == {"rank": 3, "local_rank": 1, "exitcode": -9,
+    assert runner.root_cause(tail) == {"rank": 3, "local_rank": 1, "exitcode": -9,
                                         "traceback": "Signal 9 (SIGKILL) received by PID 8"}
 
 
@@ -499,7 +499,7 @@ def test_a_public_record_can_be_the_baseline(tmp_path, track_corpus):
     shutil.copy(ROOT / "tests" / "public_script.py", work / "train_gpt.py")
     subprocess.run([sys.executable, "train_gpt.py"], cwd=work, check=True, capture_output=True, timeout=120)
     (log,) = (work / "logs").glob("*.txt")
-    added = submit.add([str(log)], "tiny-cpu", "public-style baseline", allow_failing=True, root=root,
+    added = submit.add([str(log)], "tiny-cpu", "public-style baseline", unofficial=True, root=root,
                        launch={"convention": "modded", "script": "train_gpt.py", "data_dir": "data/fineweb10B",
                                "logs": "logs"})
     assert added.record.launch["convention"] == "modded" and "train_gpt.py" in added.record.files

@@ -16,8 +16,9 @@ from harness.core import rules
 from harness.judge import verify
 from harness.core.track import load_track
 from test_ledger import root  # noqa: F401  (the tmp-project fixture)
+import fixtures
 
-RECORDS = Path(__file__).resolve().parents[2] / "shared/fixtures/modded_records"
+RECORDS = fixtures.RECORDS
 TREE, README = RECORDS / "track_1_short", RECORDS / "README_excerpt.md"
 needs_fixtures = pytest.mark.skipif(not TREE.is_dir(), reason=f"{TREE} absent")
 FLAG = "torch._inductor.config.coordinate_descent_tuning = True"

@@ -8,6 +8,7 @@ import logmaker
 import train_gpt as tg
 from harness import data
 from harness.judge import logs
+import fixtures
 
 
 def test_bench_parse_log(benchmark):
@@ -42,7 +43,7 @@ def test_bench_muon_step_cpu(benchmark):
     benchmark.extra_info["params"] = sum(p.numel() for p in hidden)
 
 
-PUBLIC = __import__("pathlib").Path(__file__).resolve().parents[2] / "shared/fixtures/modded_records/track_1_short"
+PUBLIC = fixtures.RECORDS / "track_1_short"
 
 
 def public_sized_tree(dest, copies: int = 9):

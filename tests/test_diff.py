@@ -9,9 +9,10 @@ import pytest
 from harness import cli
 from harness.public import diff
 from harness.core import stats
+import fixtures
 import logmaker
 
-FIXTURES = Path("/work/shared/fixtures/modded_nanogpt_logs")
+FIXTURES = fixtures.LOGS
 
 TRAINER = '''"""A stand-in trainer with presets."""
 from dataclasses import dataclass

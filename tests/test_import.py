@@ -13,8 +13,9 @@ import logmaker
 from harness import cli, ledger
 from harness.public import importer
 from test_ledger import root, snapshot  # noqa: F401  (the tmp-project fixture)
+import fixtures
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared/fixtures/modded_nanogpt_logs"
+FIXTURES = fixtures.LOGS
 
 
 def tree(tmp_path: Path) -> Path:
@@ -123,7 +124,7 @@ def test_import_real_public_logs(root, tmp_path):
     assert all(i.action == "skip" for i in importer.import_tree(str(src), "gpt2-small", root=root).items)
 
 
-RECORDS = Path(__file__).resolve().parents[2] / "shared/fixtures/modded_records"
+RECORDS = fixtures.RECORDS
 
 
 @pytest.mark.skipif(not RECORDS.is_dir(), reason="shared fixtures absent")

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from harness.runs import attempt
+from harness.runs.manifest import SCHEMA as MANIFEST_SCHEMA
 from harness.public import submit
 from harness.judge import verify
 from harness.core.track import load_track
@@ -180,7 +181,7 @@ def _attempt_folder(tmp_path, root, rec_id, cand_ms, base_ms):
             t = float(json.loads((adir / name).read_text().rsplit("RESULT ", 1)[1])["train_time_ms"])
             runs.append({"index": len(runs), "role": role, "seed": k, "run_id": name[:-4], "outcome": "ok",
                          "log": name, "log_sha256": sha256_file(adir / name), "train_time_ms": t, "message": ""})
-    m = {"schema": attempt.SCHEMA, "id": "a1", "dir": str(adir), "track": "tiny-cpu", "status": "done",
+    m = {"schema": MANIFEST_SCHEMA, "id": "a1", "dir": str(adir), "track": "tiny-cpu", "status": "done",
          "script": str(adir / "train_gpt.py"), "seeds": list(range(len(cand_ms))), "runs": runs,
          "baseline": {"record": rec_id}, "looks": [], "max_steps": None}
     (adir / "attempt.json").write_text(json.dumps(m))

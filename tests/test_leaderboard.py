@@ -26,7 +26,7 @@ def build(root, tmp_path):
     fast = make_logs(tmp_path / "fast", step_ms=8.0, start=10, source=changed)
     beside = make_logs(tmp_path / "beside", start=20, prefix="b")
     submit.add(good, "tiny-cpu", "Baseline", contributors=["alice"], date="2026-01-01", root=root)
-    submit.add(slow, "tiny-cpu", "Too | slow\tidea", date="2026-01-02", allow_failing=True, root=root)
+    submit.add(slow, "tiny-cpu", "Too | slow\tidea", date="2026-01-02", unofficial=True, root=root)
     submit.add(fast, "tiny-cpu", "Faster steps", contributors=["bob", "carol"], date="2026-01-03", root=root,
                evidence=[{"role": "baseline", "dir": "baseline", "paths": beside,
                           "why": "the parent's code, timed beside it"}])

@@ -48,7 +48,7 @@ def snapshot(path: Path) -> dict:
 def add_three(root, tmp_path):
     """Three records of distinct runs; the later two have no side-by-side timing, so they are unofficial."""
     return [submit.add(make_logs(tmp_path / f"in{k}", start=10 * k), "tiny-cpu", f"Record {k}", root=root,
-                       allow_failing=k > 0) for k in range(3)]
+                       unofficial=k > 0) for k in range(3)]
 
 
 def test_record_add_stores_everything_and_chains(root, tmp_path, capsys):
@@ -88,8 +88,8 @@ def test_second_record_numbers_and_parents(root, tmp_path):
     logs = make_logs(tmp_path / "in")
     a = submit.add(logs, "tiny-cpu", "one", root=root).record
     bad = make_logs(tmp_path / "bad", final=1.3, start=5)
-    b = submit.add(bad, "tiny-cpu", "two", allow_failing=True, root=root).record
-    c = submit.add(make_logs(tmp_path / "c", start=10), "tiny-cpu", "three", root=root, allow_failing=True).record
+    b = submit.add(bad, "tiny-cpu", "two", unofficial=True, root=root).record
+    c = submit.add(make_logs(tmp_path / "c", start=10), "tiny-cpu", "three", root=root, unofficial=True).record
     assert [a.id, b.id, c.id] == ["tiny-cpu/0001_one", "tiny-cpu/0002_two", "tiny-cpu/0003_three"]
     assert (b.official, b.parent, c.parent) == (False, a.id, a.id)
     assert ledger.check(root).ok
@@ -137,7 +137,7 @@ def test_a_parent_on_another_track_or_not_a_record_is_bad_input(root, tmp_path, 
     gpu = make_logs(tmp_path / "g", track="gpt2-small", preset="gpt2-small", gpus=(8, "H100 80GB HBM3"),
                     world_size=8, final=3.27)
     other = submit.add(gpu, "gpt2-small", "gpu", root=root).record
-    bad = submit.add(make_logs(tmp_path / "bad", final=1.3), "tiny-cpu", "bad", root=root, allow_failing=True).record
+    bad = submit.add(make_logs(tmp_path / "bad", final=1.3), "tiny-cpu", "bad", root=root, unofficial=True).record
     before = snapshot(root)
     for parent in (other.id, bad.id):
         assert cli.main(["record", "add", *make_logs(tmp_path / "c", start=20), "--track", "tiny-cpu", "--title", "x",
@@ -152,7 +152,7 @@ def test_code_identical_to_the_parent_is_a_reproduction(root, tmp_path, capsys):
     again = make_logs(tmp_path / "b", start=10)
     assert cli.main(["record", "add", *again, "--track", "tiny-cpu", "--title", "again"]) == 1
     assert "a reproduction of tiny-cpu/0001_first" in capsys.readouterr().err
-    rec = submit.add(again, "tiny-cpu", "again", root=root, allow_failing=True).record
+    rec = submit.add(again, "tiny-cpu", "again", root=root, unofficial=True).record
     assert not rec.official
     assert "reproduction of tiny-cpu/0001_first" in (root / "records" / rec.id / "README.md").read_text()
 
@@ -300,9 +300,9 @@ def test_crash_mid_write_leaves_ledger_whole(root, tmp_path, point):
     else:
         assert after == before and ledger.check(root).ok
     if point != "after_replace":  # landed whole: these logs are in the ledger now
-        submit.add(logs, "tiny-cpu", "next", root=root, allow_failing=True)
+        submit.add(logs, "tiny-cpu", "next", root=root, unofficial=True)
     else:
-        submit.add(make_logs(tmp_path / "next", n=2, start=20), "tiny-cpu", "next", root=root, allow_failing=True)
+        submit.add(make_logs(tmp_path / "next", n=2, start=20), "tiny-cpu", "next", root=root, unofficial=True)
     rep = ledger.check(root)
     assert rep.ok, rep.broken
     assert not list((root / "records").glob("*/.staging-*"))

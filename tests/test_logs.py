@@ -12,9 +12,10 @@ from harness import cli
 from harness.judge import logs
 from harness.core.errors import InputError
 from harness.core.files import sha256_text
+import fixtures
 
 ROOT = Path(__file__).resolve().parents[1]
-FIXTURES = Path(__file__).resolve().parents[2] / "shared/fixtures/modded_nanogpt_logs"
+FIXTURES = fixtures.LOGS
 
 
 def fixture_rows():

@@ -13,10 +13,11 @@ from harness import cli
 from harness.judge import logs, verify
 from harness.core import rules
 from harness.core.track import load_track
+import fixtures
 
-RECORDS = Path(__file__).resolve().parents[2] / "shared/fixtures/modded_records"
+RECORDS = fixtures.RECORDS
 TREE, README = RECORDS / "track_1_short", RECORDS / "README_excerpt.md"
-LOGS = Path(__file__).resolve().parents[2] / "shared/fixtures/modded_nanogpt_logs"
+LOGS = fixtures.LOGS
 needs_fixtures = pytest.mark.skipif(not TREE.is_dir(), reason=f"{TREE} absent")
 TCB, MUDD = "2026-02-28_TransposeCopyBackward", "2026-04-22_MuddFormer"
 

@@ -14,9 +14,10 @@ import logmaker
 from harness import cli
 from harness.judge import verify
 from harness.core.track import load_track
+import fixtures
 
 ROOT = Path(__file__).resolve().parents[1]
-FIXTURES = Path(__file__).resolve().parents[2] / "shared/fixtures/modded_nanogpt_logs"
+FIXTURES = fixtures.LOGS
 H100 = (8, "H100 80GB HBM3")
 
 

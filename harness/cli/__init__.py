@@ -110,8 +110,8 @@ def cmd_attempt(args) -> int:
         track=args.track, runs=args.runs, seeds=args.seeds, script=args.script, nproc=args.nproc,
         nnodes=args.nnodes, node_rank=args.node_rank, rdzv_endpoint=args.rdzv_endpoint, rdzv_id=args.rdzv_id,
         baseline=args.baseline, max_steps=args.max_steps, timeout=args.timeout, data_dir=args.data_dir,
-        record=args.record, contributors=tuple(_contributors(args.contributors)),
-        allow_failing=args.unofficial, as_json=args.json, no_baseline=args.no_baseline)
+        record_title=args.record, contributors=tuple(_contributors(args.contributors)),
+        unofficial=args.unofficial, as_json=args.json, no_baseline=args.no_baseline)
     if args.extend:
         code, m = attempt.extend_attempt(args.extend, o, _console(stderr=args.json))
     else:
@@ -179,14 +179,14 @@ def cmd_record_add(args) -> int:
         if args.logs:
             raise InputError("record add: give LOG(s) or --attempt DIR, not both (an attempt's record takes all its runs)")
         out = attempt.record_attempt(args.attempt, args.title, contributors=_contributors(args.contributors),
-                                     allow_failing=args.unofficial, parent=args.parent, date=args.date, readme=readme)
+                                     unofficial=args.unofficial, parent=args.parent, date=args.date, readme=readme)
         source = f" from attempt {args.attempt}"
     else:
         if not args.logs or not args.track:
             raise InputError("record add needs LOG(s) and --track, or --attempt DIR (every candidate run of an attempt)")
         try:
             added = submit.add(args.logs, args.track, args.title, contributors=_contributors(args.contributors),
-                               parent=args.parent, date=args.date, allow_failing=args.unofficial, readme=readme)
+                               parent=args.parent, date=args.date, unofficial=args.unofficial, readme=readme)
             leaderboard.write()
             out = {"recorded": True, "record": added.record.to_json(), "ledger_line": added.line, "notes": added.notes}
         except submission.Refused as e:

@@ -60,6 +60,11 @@ def fsync_dir(path: str | Path) -> None:
         os.close(fd)
 
 
+def sha256_hasher():
+    """An incremental sha256 (for what is hashed piece by piece); every sha256 of the project is taken here."""
+    return hashlib.sha256()
+
+
 def sha256_bytes(b: bytes) -> str:
     return hashlib.sha256(b).hexdigest()
 

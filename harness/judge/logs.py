@@ -38,7 +38,7 @@ OUR_BANNER = re.compile(r"# ==== file: (.+?) ====\r?$")
 DASHES = re.compile(r"-{10,}\r?$")
 MODDED_BANNER = re.compile(r"# (\S+\.py)\r?$")
 
-# The common step-line shapes in one regex (the fast path); anything else goes through _fields().
+# The common step-line shapes in one regex (the fast path); anything else goes through _slow_step().
 # It runs over the whole run section at once (findall, MULTILINE), so nothing in it may cross a newline.
 FAST_STEP = re.compile(r"^step:(\d+)/(\d+) (?:(val_loss|train_loss):(\d+\.\d+|nan) )?train_time:(\d+(?:\.\d*)?)(ms|s) "
                        r"step_avg:(nan|\d+(?:\.\d*)?)ms[ \t\r]*$", re.MULTILINE)

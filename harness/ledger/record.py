@@ -52,10 +52,6 @@ class Record:
     launch: dict | None = None    # v2: how its script is started: {"convention": "speedrun" | "modded", …}
 
     @property
-    def folder(self) -> str:
-        return self.id  # relative to records/
-
-    @property
     def number(self) -> int:
         return int(ID.match(self.id)["num"])
 

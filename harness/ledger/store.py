@@ -124,11 +124,11 @@ def _verdict_json(v: verify.Verdict) -> dict:
 
 
 def add(prepared: submission.Prepared, decision, title: str, *, contributors: list[str] = (),
-        date: str | None = None, allow_failing: bool = False, unofficial_reason: str | None = None,
+        date: str | None = None, unofficial: bool = False, unofficial_reason: str | None = None,
         readme: str | None = None, source: dict | None = None, root: Path | None = None,
         launch: dict | None = None) -> Added:
     """Store one record and append its ledger line, as the judge decided (`decision` on `prepared`): official
-    only when it is a record. Not a record raises Refused unless `allow_failing` (then it is stored
+    only when it is a record. Not a record raises Refused unless `unofficial` (then it is stored
     unofficial, with the judge's reasons); logs or runs already in the ledger raise Refused whatever the
     flags; bad input raises InputError; either way nothing is written. `unofficial_reason`: stored
     unofficial even if it is a record, and the README says why (an attempt that lost runs). The caller
@@ -139,7 +139,7 @@ def add(prepared: submission.Prepared, decision, title: str, *, contributors: li
         raise InputError(f"--date {date!r}: expected YYYY-MM-DD")
     v, track, stored, notes = prepared.verdict, prepared.track, prepared.stored, prepared.notes
     track_name = track["name"]
-    if not decision.record and not allow_failing:
+    if not decision.record and not unofficial:
         raise submission.Refused(v, decision)
     if not decision.record and unofficial_reason is None:
         unofficial_reason = ("not a record: " + "; ".join(f"{r['rule']}: {r['detail']}" for r in decision.reasons)

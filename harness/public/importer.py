@@ -142,15 +142,15 @@ def import_tree(src: str, track: str, *, dry_run: bool = False, root: Path | Non
         prepared.notes.append(f"submission: {sub.name}, chosen because {f.how}")
         prepared.parent = parent.id if parent else None
         row = rows.get(folder.name) if rows is not None else None
-        unofficial = None
+        not_listed = None
         if rows is not None and row is None:
-            unofficial = "not in the README's record table: not a record"
+            not_listed = "not in the README's record table: not a record"
         if row is not None:
             times = [r.train_time_ms for r in prepared.verdict.runs if r.train_time_ms]
             item.public = {**row, "log_time_s": sum(times) / len(times) / 1000 if times else None}
             item.title = row["title"] or item.title
         decision = submission.decide(prepared)  # the one judge
-        item.official = decision.record and unofficial is None
+        item.official = decision.record and not_listed is None
         known[tuple(shas)] = "(this import)"
         if dry_run:
             continue
@@ -158,9 +158,9 @@ def import_tree(src: str, track: str, *, dry_run: bool = False, root: Path | Non
         if item.public:
             source["public"] = item.public
         try:
-            added = ledger.add(prepared, decision, item.title, date=date, allow_failing=True, root=root,
+            added = ledger.add(prepared, decision, item.title, date=date, unofficial=True, root=root,
                                contributors=item.public["contributors"] if item.public else (),
-                               unofficial_reason=unofficial, source=source,
+                               unofficial_reason=not_listed, source=source,
                                launch=convention(sub.parsed),
                                readme=f"Imported by `speedrun import` from the public records folder "
                                       f"`{shown(folder.name)}`; verdict below.")

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import ast
 import datetime as dt
-import hashlib
 import json
 import math
 import os
@@ -40,7 +39,7 @@ from statistics import fmean
 
 from harness.judge import logs
 from harness.core.errors import InputError
-from harness.core.files import sha256_text
+from harness.core.files import sha256_hasher, sha256_text
 
 DATED = re.compile(r"^(\d{4}-\d{2}-\d{2}|\d{8})[_-](.*)$", re.DOTALL)
 LOG_EXT = (".txt", ".log")
@@ -161,7 +160,7 @@ def _normalise(text: str) -> str:
         with warnings.catch_warnings():  # a log's code is not ours to lint
             warnings.simplefilter("ignore")
             co = compile(_strip(ast.parse(text)), "<log>", "exec", dont_inherit=True)
-        h = hashlib.sha256()
+        h = sha256_hasher()
         _hash_code(co, h)
         return h.hexdigest()
     except (SyntaxError, ValueError, TypeError, RecursionError):

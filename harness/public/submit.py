@@ -11,7 +11,7 @@ from harness.judge import submission, verify
 
 
 def add(log_paths: list[str], track_name: str, title: str, *, contributors: list[str] = (), parent: str | None = None,
-        date: str | None = None, allow_failing: bool = False, readme: str | None = None, evidence: list[dict] = (),
+        date: str | None = None, unofficial: bool = False, readme: str | None = None, evidence: list[dict] = (),
         launch: dict | None = None, root: Path | None = None) -> ledger.Added:
     """Judge the logs against their parent (`parent` by id, else the track's latest official record) and
     store them as the judge decided (ledger.add says what is refused). `evidence`: other groups of logs
@@ -20,7 +20,7 @@ def add(log_paths: list[str], track_name: str, title: str, *, contributors: list
     prepared = submission.prepare(log_paths, track_name, date=date, parent_id=rec.id if rec else None,
                                   parent_ref=ref, evidence=evidence)
     return ledger.add(prepared, submission.decide(prepared), title, contributors=contributors, date=date,
-                      allow_failing=allow_failing, readme=readme, launch=launch, root=root)
+                      unofficial=unofficial, readme=readme, launch=launch, root=root)
 
 
 def parent_reference(track_name: str, spec: str | None = None, root: Path | None = None) -> verify.Reference | None:

@@ -45,26 +45,18 @@ log's sha256 against it.
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
-import json
-import os
-import re
-import signal
 import subprocess
 import sys
-import uuid
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from harness.runs import launch as launcher, proc
+from harness.runs import launch as launcher
 from harness.core.errors import EXIT_FAIL, EXIT_INTERRUPTED, EXIT_OK, InputError
-from harness.core.files import atomic_write, finite, number, sha256_bytes, sha256_file
+from harness.core.files import finite, sha256_file
 from harness.core.track import data_dir, load_track, nproc as track_nproc, repo_root
-
-SCHEMA = 1
-MANIFEST = "attempt.json"
-OUTCOMES = ("ok", "failed", "diverged", "timeout", "interrupted")
-
+from harness.runs.manifest import (MANIFEST, OUTCOMES, SCHEMA, Manifest, load_manifest, new_attempt_id, node_paths,
+                                    now, same_code, snapshot_baseline)
+from harness.runs.runner import run_guarded
 
 @dataclass
 class Options:
@@ -83,174 +75,12 @@ class Options:
     data_dir: str | None = None
     kill_rank_at_step: tuple[int, int] | None = None  # tests, no flag: (step, rank): SIGKILL that rank of the
     # first candidate run once its step lines reach step (a crash from outside; the manifest's "fault" says so)
-    record: str | None = None         # title
+    record_title: str | None = None   # --record TITLE: store every candidate run as a record with this title
     contributors: tuple = ()
-    allow_failing: bool = False       # with record: record unfinished or failing runs, marked unofficial
+    unofficial: bool = False          # --unofficial: with a title, record even unfinished or failing runs, marked unofficial
     as_json: bool = False
     no_baseline: bool = False         # no baseline arm even where the track has a record: never a record
 
-
-# ---- the manifest --------------------------------------------------------------------------------------
-
-class Manifest:
-    """attempt.json: written whole to a temp file, fsynced, renamed over the old one. A write that fails
-    (a full disk) leaves the previous version in place and is retried at the next save."""
-
-    def __init__(self, folder: Path, data: dict, name: str = MANIFEST):
-        self.folder, self.data = folder, data
-        self.path = folder / name
-        self.error: str | None = None
-
-    def save(self) -> bool:
-        try:
-            atomic_write(self.path, json.dumps(finite(self.data), indent=2, allow_nan=False) + "\n")
-        except OSError as e:
-            self.error = f"{self.path}: not written ({e.strerror or e}); the previous version stands"
-            return False
-        self.error = None
-        return True
-
-
-def load_manifest(folder: str | Path) -> dict:
-    path = Path(folder) / MANIFEST
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError(f"{path}: no attempt manifest here; `speedrun attempt` writes one per attempt "
-                         f"under logs/attempts/") from None
-    except (OSError, ValueError) as e:
-        raise InputError(f"{path}: not readable JSON ({e})") from None
-    if not isinstance(data, dict) or data.get("schema") != SCHEMA or not isinstance(data.get("runs"), list):
-        raise InputError(f"{path}: not an attempt manifest (schema {SCHEMA}, with runs)")
-    return data
-
-
-def node_paths(nnodes: int, node_rank: int | None) -> dict[str, str]:
-    """What one node writes in the attempt folder, relative to it. Nodes of one attempt share the folder (a
-    cluster's shared filesystem: one checkout): node 0 keeps the plain names (attempt.json is the attempt's
-    manifest, beside the log its rank 0 writes), node r > 0 writes attempt.node<r>.json and its own
-    console/, ranks/ and baseline/ subfolders, so no two nodes ever write one file."""
-    tag = f"node{node_rank}" if nnodes > 1 and node_rank else ""
-    return {"manifest": f"attempt.{tag}.json" if tag else MANIFEST, "console": f"console/{tag}" if tag else "console",
-            "ranks": f"ranks/{tag}" if tag else "ranks", "baseline": f"baseline.{tag}" if tag else "baseline"}
-
-
-def new_attempt_id(track: str, shared: str | None = None) -> str:
-    """A fresh id; or, for a multi-node attempt, one every node derives alike from the rendezvous id it
-    was given (so every node writes the same attempt folder name and passes the same run ids)."""
-    if shared:
-        return f"{track}-{re.sub(r'[^A-Za-z0-9._-]+', '_', shared)[:60]}"
-    now = _dt.datetime.now(_dt.timezone.utc)
-    return f"{now:%Y%m%d-%H%M%S}-{track}-{uuid.uuid4().hex[:6]}"
-
-
-# ---- the baseline: a record's own snapshot ---------------------------------------------------------------
-
-def _snapshot(rec) -> tuple[Path, list[str], str]:
-    """A record's stored code: (its folder, the files but logs/evidence/README/record.json, its script)."""
-    from harness import ledger
-
-    src = repo_root() / "records" / rec.folder
-    files = [p for p in rec.files if not p.startswith(("logs/", "evidence/")) and p not in ledger.RESERVED]
-    scripts = ["train_gpt.py"] if "train_gpt.py" in files else [p for p in files if "/" not in p and p.endswith(".py")]
-    if len(scripts) != 1:
-        raise InputError(f"record {rec.id} stores {len(scripts) or 'no'} top-level scripts ({', '.join(scripts)}): "
-                         f"nothing to run as its baseline")
-    return src, files, scripts[0]
-
-
-def snapshot_baseline(rec, dest: Path) -> Path:
-    """Copy the record's script and kernels (every stored file but logs/, README.md and record.json), each
-    checked against record.json's sha256, to dest; the script to run is its train_gpt.py (or its one .py)."""
-    src, files, script = _snapshot(rec)
-    for rel in files:
-        data = (src / rel).read_bytes() if (src / rel).is_file() else None
-        if data is None or sha256_bytes(data) != rec.files[rel]:
-            raise InputError(f"{src / rel}: missing or edited since it was recorded; run `speedrun ledger check`")
-        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-        (dest / rel).write_bytes(data)
-    return dest / script
-
-
-def same_code(rec, script: Path) -> bool:
-    """Is `script` the record's code, byte for byte? Its bytes are the record's script's, and every other
-    file the record stored (the kernels its logs embedded) is the same beside it. Then an attempt is a
-    reproduction (a node calibration), never a record: there is nothing new to time against."""
-    try:
-        src, files, main = _snapshot(rec)
-    except InputError:
-        return False
-    for rel in files:
-        mine = script if rel == main else script.parent / rel
-        if not mine.is_file() or sha256_file(mine) != rec.files[rel]:
-            return False
-    return True
-
-
-# ---- one run ---------------------------------------------------------------------------------------------
-
-def root_cause(tail) -> dict:
-    """From torchrun's failure report: the rank it saw fail first, its exit code and its traceback line."""
-    lines = list(tail)
-    try:
-        start = max(i for i, line in enumerate(lines) if line.startswith("Root Cause"))
-    except ValueError:
-        return {}
-    out = {}
-    for line in lines[start:]:
-        key, sep, value = line.strip().partition(":")
-        key, value = key.strip(), value.strip()
-        if sep and key == "rank" and "rank" not in out:
-            out["rank"], out["local_rank"] = int(value.split()[0]), int(value.rsplit(":", 1)[-1].strip(" )"))
-        elif sep and key == "exitcode" and "exitcode" not in out:
-            out["exitcode"] = int(value.split()[0])
-        elif sep and key == "traceback" and "traceback" not in out:
-            out["traceback"] = value
-    return out
-
-
-def _last_error(lines) -> str | None:
-    """The last line of a Python traceback (`SomeError: …`) in lines, or None."""
-    for line in reversed(list(lines)):
-        s = line.strip()
-        head = s.split(":", 1)[0]
-        if head and " " not in head and (head.endswith(("Error", "Exception", "Exit", "Interrupt"))):
-            return s
-    return None
-
-
-def classify(done: proc.Finished, watch: launcher.Watch, *, timeout, multinode: bool) -> tuple[str, str, int | None]:
-    """(outcome, message, rank to show) for a finished stream."""
-    at = f"at step {watch.step}/{watch.total}" if watch.total else "before its first step"
-    if done.interrupted:
-        return "interrupted", f"interrupted (Ctrl-C or SIGTERM) {at}; its process tree was stopped", None
-    if done.timed_out:
-        return "timeout", f"ran past --timeout {timeout:g} s {at}; its process tree was killed", None
-    if watch.diverged:
-        return "diverged", watch.diverged, None
-    if done.code == 0 and watch.result and number(watch.result.get("val_loss")) is None:
-        return "diverged", f"final val_loss is {watch.result.get('val_loss')} {at}", None
-    if done.code == 0 and watch.result:
-        r = watch.result
-        return "ok", f"val_loss {r.get('val_loss')} after {r.get('steps')} steps in {r.get('train_time_ms', 0) / 1000:.2f} s", None
-    if done.code == 0:
-        if multinode:
-            return "ok", "finished; rank 0 (and its log) is on another node", None
-        return "failed", "exit 0 without a RESULT line", None
-    cause = root_cause(done.tail)
-    if cause:
-        rank = cause.get("local_rank")
-        said = _last_error(done.ranks.get(rank, ()))
-        why = cause.get("traceback", "")
-        if said and (not why or why.startswith("To enable traceback")):
-            why = said
-        return "failed", (f"rank {cause.get('rank')} failed first (exitcode {cause.get('exitcode')}): {why}".rstrip(": ")
-                          + f"; torchrun exit {done.code}"), rank
-    said = _last_error(done.tail)
-    return "failed", f"exit {done.code}" + (f": {said}" if said else ""), None
-
-
-# ---- the attempt -----------------------------------------------------------------------------------------
 
 def run_attempt(o: Options, console=None) -> tuple[int, dict]:
     """Run every planned run, judge, record if asked: (exit code, the manifest). Live progress and each
@@ -278,7 +108,7 @@ def run_attempt(o: Options, console=None) -> tuple[int, dict]:
     if rec is not None and rec.track != track["name"]:
         raise InputError(f"--baseline {rec.id} is a {rec.track} record; this attempt is on {track['name']}")
     repro = rec.id if rec is not None and same_code(rec, script) else None
-    data_dir, _ = launcher.prepare_data(track, o.data_dir)
+    data_dir = launcher.shards_dir(track, o.data_dir)
 
     if o.nnodes > 1 and not o.rdzv_id:
         raise InputError(f"--nnodes {o.nnodes} needs --rdzv-id: every node derives the attempt and run ids from it "
@@ -303,9 +133,10 @@ def run_attempt(o: Options, console=None) -> tuple[int, dict]:
     plan = [(role, s) for s in seeds for role in (("baseline", "candidate") if base else ("candidate",))]
     manifest = Manifest(adir, {
         "schema": SCHEMA, "id": aid, "dir": str(adir), "track": track["name"], "track_version": track["version"],
-        "status": "running", "started": _now(), "finished": None, "command": ["speedrun", *sys.argv[1:]],
+        "status": "running", "started": now(), "finished": None, "command": ["speedrun", *sys.argv[1:]],
         "script": str(script), "script_sha256": sha256_file(script), "baseline": base, "reproduction_of": repro,
-        "seeds": seeds, "nproc": nproc, "nnodes": o.nnodes, "max_steps": o.max_steps, "timeout_s": o.timeout,
+        "seeds": seeds, "nproc": nproc, "nnodes": o.nnodes, "max_steps": o.max_steps, "compiled": not o.max_steps,
+        "timeout_s": o.timeout,
         "data_dir": str(data_dir), "runs": [], "verdict": None, "looks": [], "recorded": None,
         **({"node_rank": o.node_rank} if o.nnodes > 1 else {})}, mine["manifest"])
     against = (f", A/B against {base['record']}" if base else f", a reproduction of {repro} (its code, byte for byte: "
@@ -313,11 +144,14 @@ def run_attempt(o: Options, console=None) -> tuple[int, dict]:
                else ", no baseline (the track has no record yet)")
     console.print(f"[bold]attempt {aid}[/]: {track['name']} v{track['version']}, {len(plan)} run(s) × {nproc} "
                   f"process(es){f' × {o.nnodes} nodes' if o.nnodes > 1 else ''}{against} → {adir}", highlight=False)
+    if o.max_steps:
+        console.print(f"smoke attempt: --max-steps {o.max_steps}, each run uncompiled (--no-compile: the compile "
+                      "would take longer than the steps it times); never a record", highlight=False)
     if not manifest.save():
         raise InputError(manifest.error)
     if o.no_baseline:
         manifest.data["no_baseline"] = True
-    interrupted = _run_guarded(o, track, plan, script, base, data_dir, nproc, manifest, console)
+    interrupted = run_guarded(o, track, plan, script, base, data_dir, nproc, manifest, console)
     return _finish(o, track, manifest, interrupted, console)
 
 
@@ -356,30 +190,22 @@ def extend_attempt(folder: str | Path, o: Options, console=None) -> tuple[int, d
     o = replace(o, track=m["track"], max_steps=m.get("max_steps"), nproc=m["nproc"], no_baseline=False)
     plan = [(role, s) for s in seeds for role in ("baseline", "candidate")]
     m.update(status="running", seeds=m["seeds"] + seeds)
-    m.setdefault("extensions", []).append({"at": _now(), "seeds": seeds,
+    m.setdefault("extensions", []).append({"at": now(), "seeds": seeds,
                                            "command": ["speedrun", *sys.argv[1:]]})
     manifest = Manifest(adir, m)
     if not manifest.save():
         raise InputError(manifest.error)
     console.print(f"[bold]attempt {m['id']}[/]: extended by {len(seeds)} A/B pair(s) (seeds {seeds[0]}–{seeds[-1]}); "
                   f"look {len(m.get('looks') or []) + 1} at the interval", highlight=False)
-    interrupted = _run_guarded(o, track, plan, script, base, Path(m["data_dir"]), m["nproc"], manifest, console,
+    interrupted = run_guarded(o, track, plan, script, base, Path(m["data_dir"]), m["nproc"], manifest, console,
                                start=len(m["runs"]))
     return _finish(o, track, manifest, interrupted, console)
-
-
-def _run_guarded(o, track, plan, script, base, data_dir, nproc, manifest, console, start: int = 0) -> bool:
-    old_term = proc.sigterm_as_interrupt()  # SIGTERM stops the attempt like Ctrl-C
-    try:
-        return _run_all(o, track, plan, script, base, data_dir, nproc, manifest, console, start)
-    finally:
-        signal.signal(signal.SIGTERM, old_term)
 
 
 def _finish(o: Options, track: dict, manifest: Manifest, interrupted: bool, console) -> tuple[int, dict]:
     """Judge (one more look, kept), record if asked, save: (exit code, the manifest)."""
     m, adir = manifest.data, manifest.folder
-    m["status"], m["finished"] = ("interrupted" if interrupted else "done"), _now()
+    m["status"], m["finished"] = ("interrupted" if interrupted else "done"), now()
     verdict = m["verdict"] = judge(m, track, o.max_steps)
     sp = verdict.get("speedup") or {}
     m.setdefault("looks", []).append({"at": m["finished"], "runs": len(m["runs"]), "pairs": sp.get("pairs"),
@@ -389,18 +215,18 @@ def _finish(o: Options, track: dict, manifest: Manifest, interrupted: bool, cons
     code = EXIT_OK if ok else EXIT_FAIL
     if interrupted:
         code = EXIT_INTERRUPTED
-        if o.record:
+        if o.record_title:
             m["recorded"] = {"recorded": False, "reason": "the attempt was interrupted: nothing recorded"}
-    elif o.record and not verdict["record"] and not o.allow_failing:
+    elif o.record_title and not verdict["record"] and not o.unofficial:
         what = f"a reproduction of {verdict['reproduction_of']}" if verdict["reproduction_of"] else "not a record"
         m["recorded"] = {"recorded": False, "reason": f"{what} (see the verdict): nothing recorded "
                                                       "(--unofficial records the runs, marked unofficial)"}
         code = EXIT_FAIL
-    elif o.record:
+    elif o.record_title:
         if not manifest.save():  # the record reads the manifest as it stands
             raise InputError(manifest.error)
         try:
-            m["recorded"] = record_attempt(adir, o.record, contributors=o.contributors, allow_failing=o.allow_failing)
+            m["recorded"] = record_attempt(adir, o.record_title, contributors=o.contributors, unofficial=o.unofficial)
         except InputError as e:  # e.g. a baseline that is not a record cannot be a parent
             m["recorded"] = {"recorded": False, "reason": str(e)}
         if not m["recorded"]["recorded"]:
@@ -410,152 +236,6 @@ def _finish(o: Options, track: dict, manifest: Manifest, interrupted: bool, cons
     return code, finite(m)
 
 
-def _endpoint(endpoint: str | None, k: int, node_rank: int | None) -> str | None:
-    """Run k's rendezvous address: under the static rendezvous (--node-rank) each run gets a port of its
-    own, so a run's master port is never one the previous run's processes may still hold."""
-    if endpoint is None or node_rank is None:
-        return endpoint
-    host, _, port = endpoint.rpartition(":")
-    return f"{host}:{int(port) + k}" if port.isdigit() else endpoint
-
-
-def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-
-
-def _run_all(o, track, plan, script, base, data_dir, nproc, manifest, console, start: int = 0) -> bool:
-    """Every planned run, in order; True when Ctrl-C/SIGTERM ended the attempt."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    runs = manifest.data["runs"]
-    adir = manifest.folder
-    multinode = o.nnodes > 1
-    with Progress(TextColumn("{task.description}"), BarColumn(bar_width=24), MofNCompleteColumn(),
-                  TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=console,
-                  transient=True) as progress:
-        overall = progress.add_task(f"[bold]{track['name']}[/]", total=len(plan), info="")
-        try:
-            for k, (role, seed) in enumerate(plan, start):
-                tag = "b" if role == "baseline" else "c"
-                run_id = f"{track['name']}-{tag}{k}-s{seed}-{hashlib.sha256(manifest.data['id'].encode()).hexdigest()[:6]}"
-                launch = launcher.Launch(nproc=nproc, nnodes=o.nnodes, node_rank=o.node_rank,
-                                         rdzv_endpoint=_endpoint(o.rdzv_endpoint, k, o.node_rank),
-                                         rdzv_id=f"{o.rdzv_id or 'speedrun'}-{k}")
-                paths = node_paths(o.nnodes, o.node_rank)
-                if launch.torchrun:  # each rank's output in files, and tagged on the console
-                    launch = replace(launch, rank_logs=adir / paths["ranks"] / run_id)
-                run_script = Path(base["script"]) if role == "baseline" else script
-                conv = launcher.convention_of(base["launch"]) if role == "baseline" else "speedrun"
-                cmd = launcher.trainer_command(track, seed=seed, data_dir=data_dir, run_id=run_id, log_dir=adir,
-                                               max_steps=o.max_steps, script=run_script, launch=launch, convention=conv)
-                public_logs = run_script.parent / base["launch"].get("logs", "logs") if conv == "modded" else None
-                before = {p.name for p in public_logs.glob("*.txt")} if public_logs and public_logs.is_dir() else set()
-                first = role == "candidate" and not any(r["role"] == "candidate" for r in runs)
-                kill = o.kill_rank_at_step if first else None
-                env = launcher.trainer_env(track)
-                entry = {"index": k, "role": role, "seed": seed, "run_id": run_id, "outcome": "running",
-                         "exit_code": None, "log": f"{run_id}.txt", "log_sha256": None,
-                         "console": f"{paths['console']}/{run_id}.txt", "message": "", "started": _now(), "wall_s": None,
-                         "command": cmd,
-                         "val_loss": None, "train_time_ms": None, "steps": None, "step_avg_ms": None}
-                if kill:
-                    entry["fault"] = f"kill@{kill[0]}:{kill[1]}"
-                runs.append(entry)
-                manifest.save()
-
-                watch = launcher.Watch(o.max_steps)
-                task = progress.add_task(f"  {role} s{seed}", total=None, info="starting")
-                progress.update(overall, info=f"run {k - start + 1}/{len(plan)}")
-
-                def on_line(line, rank, watch=watch, task=task, kill=kill, run_id=run_id):
-                    if watch.feed(line) in ("step", "val"):
-                        progress.update(task, completed=watch.step, total=watch.total, info=_live(watch))
-                        if kill and watch.step >= kill[0]:
-                            proc.kill_rank(run_id, kill[1])
-
-                done = proc.stream(cmd, env, on_line, cwd=run_script.parent, timeout=o.timeout,
-                                     ranked=launch.torchrun, transcript=adir / entry["console"])
-                if conv == "modded":  # its log, under the attempt's name; its facts, from the log (no RESULT line)
-                    written = launcher.modded_log(run_script.parent, before, base["launch"])
-                    if written is not None:
-                        os.replace(written, adir / entry["log"])
-                        watch.result = launcher.result_from_log(adir / entry["log"]) if done.code == 0 else {}
-                    entry["seeded"] = False  # a public script picks its own seed: pairs are by order, not seed
-                outcome, message, show_rank = classify(done, watch, timeout=o.timeout, multinode=multinode)
-                r = watch.result if outcome == "ok" else {}  # a run that did not finish has no result
-                log = adir / entry["log"]
-                entry.update(outcome=outcome, exit_code=done.code, message=message, wall_s=round(done.wall_s, 2),
-                             log_sha256=sha256_file(log, missing_ok=True), val_loss=r.get("val_loss"),
-                             train_time_ms=r.get("train_time_ms"), steps=r.get("steps", watch.step or None),
-                             step_avg_ms=r.get("step_avg_ms"))
-                if not log.is_file():
-                    entry["log"] = None
-                if outcome != "ok":
-                    entry["tail"] = _failing_lines(done, show_rank, outcome)
-                manifest.save()
-                progress.remove_task(task)
-                progress.advance(overall)
-                _print_row(progress.console, entry, start + len(plan))
-                if outcome not in ("ok", "interrupted"):
-                    for line in entry["tail"]:
-                        progress.console.print(f"      {line}", style="dim", markup=False, highlight=False)
-                if manifest.error:
-                    progress.console.print(f"[red]{manifest.error}[/]", highlight=False)
-                if outcome == "interrupted":
-                    return True
-        except KeyboardInterrupt:  # between runs, or while the manifest was written
-            for e in runs:
-                if e["outcome"] == "running":
-                    e.update(outcome="interrupted", message="interrupted (Ctrl-C or SIGTERM)")
-            manifest.save()
-            return True
-    return False
-
-
-def _live(w: launcher.Watch) -> str:
-    parts = []
-    if w.val_loss is not None:
-        parts.append(f"val {w.val_loss:.4f}")
-    if w.step_avg_ms is not None:
-        parts.append(f"{w.step_avg_ms:.0f} ms/step")
-    if w.eta_s is not None:
-        parts.append(f"ETA {w.eta_s:.0f} s")
-    return "  ".join(parts)
-
-
-def _failing_lines(done: proc.Finished, rank: int | None, outcome: str) -> list[str]:
-    """What to show of a run that did not finish: the failing rank's own last lines, then the end of
-    everything (torchrun's report included)."""
-    out = []
-    if outcome == "diverged":  # the trainer said what happened (the message repeats it): its last lines
-        return list(done.ranks.get(0) or done.ranks.get(None) or done.tail)[-4:]
-    if rank is not None:
-        mine = list(done.ranks.get(rank, ()))[-12:]
-        out += [f"rank {rank}'s last lines:"] + ([f"  {x}" for x in mine] or ["  (it printed nothing)"])
-        rest = [x for x in done.tail if not x.startswith(f"[rank {rank}] ")]
-        block = next((i for i, x in enumerate(rest) if x.startswith("Root Cause")), None)
-        out += rest[block:] if block is not None else rest[-12:]
-    else:
-        out += list(done.tail)[-20:]
-    return out
-
-
-def _print_row(console, e: dict, n: int) -> None:
-    from rich.markup import escape
-
-    mark = {"ok": "[green]✓[/]", "interrupted": "[yellow]■[/]"}.get(e["outcome"], "[red]✗[/]")
-    head = f"{mark} {e['index'] + 1}/{n} {e['role']:<9} s{e['seed']:<3} {e['outcome']:<11}"
-    if e["outcome"] == "ok" and e["val_loss"] is not None:
-        console.print(f"{head} val_loss {e['val_loss']:.4f}  train {e['train_time_ms'] / 1000:7.2f} s  "
-                      f"{e['step_avg_ms']:.0f} ms/step  {e['log']}", highlight=False)
-    else:
-        console.print(f"{head} {escape(e['message'])}", highlight=False)
-
-
-# ---- the verdict -----------------------------------------------------------------------------------------
-
-# What the attempt itself can get wrong before its logs are judged: each is a judge.reason(check, …) with
-# one of these checks; verify's checks and rule 4's `speed` come from the judge.
 REASONS = ("no-candidate", "unfinished", "never-started", "attempt-status", "logs-elsewhere", "unverifiable",
            "no-log-here", "smoke", "no-pairs", "no-baseline")
 
@@ -680,13 +360,11 @@ def calibration(record_id: str, m: dict) -> dict | None:
             "factor": fmean(theirs) / fmean(ours), "runs": [len(theirs), len(ours)]}
 
 
-# ---- recording -------------------------------------------------------------------------------------------
-
-def record_attempt(folder: str | Path, title: str, *, contributors=(), allow_failing: bool = False,
+def record_attempt(folder: str | Path, title: str, *, contributors=(), unofficial: bool = False,
                    parent: str | None = None, date: str | None = None, readme: str | None = None) -> dict:
     """Record every candidate run of an attempt: {"recorded": bool, "reason" | "record", "ledger_line",
-    "notes"}. Refused, with nothing written, when a candidate run did not finish (unless `allow_failing`)
-    or the ledger's verification fails (unless `allow_failing`). A log whose sha256 differs from the
+    "notes"}. Refused, with nothing written, when a candidate run did not finish (unless `unofficial`)
+    or the ledger's verification fails (unless `unofficial`). A log whose sha256 differs from the
     manifest's, or a manifest that is not one, is bad input (InputError)."""
     from harness import ledger
     from harness.judge import logs as logmod, submission
@@ -697,13 +375,13 @@ def record_attempt(folder: str | Path, title: str, *, contributors=(), allow_fai
     if not cands:
         raise InputError(f"{folder / MANIFEST}: no candidate runs to record")
     unfinished = [r for r in cands if r.get("outcome") != "ok"]
-    if m.get("status") != "done" and not allow_failing:
+    if m.get("status") != "done" and not unofficial:
         return {"recorded": False, "reason": f"the attempt is {m.get('status')}, not done: nothing recorded "
                                              "(--unofficial records what it has)"}
-    if len(cands) < len(m.get("seeds") or []) and not allow_failing:
+    if len(cands) < len(m.get("seeds") or []) and not unofficial:
         return {"recorded": False, "reason": f"{len(m['seeds']) - len(cands)} planned candidate run(s) never "
                                              "started: a record takes every run of its attempt; nothing recorded"}
-    if unfinished and not allow_failing:
+    if unfinished and not unofficial:
         return {"recorded": False, "reason": f"{len(unfinished)} of {len(cands)} candidate run(s) did not finish ("
                 + ", ".join(f"{r['run_id']}: {r['outcome']}" for r in unfinished)
                 + "): a record takes every run of its attempt; nothing recorded (--unofficial records them all, "
@@ -722,7 +400,7 @@ def record_attempt(folder: str | Path, title: str, *, contributors=(), allow_fai
         paths.append(str(p))
     if not paths:
         return {"recorded": False, "reason": "no candidate log has a run in it: nothing to record"}
-    if without and not allow_failing:
+    if without and not unofficial:
         return {"recorded": False, "reason": f"{len(without)} candidate run(s) left no log with a run in it here ("
                 + ", ".join(r["run_id"] for r in without) + "): a record takes every run; nothing recorded"}
     # anything short of every planned run, finished and logged, can only be unofficial
@@ -759,7 +437,7 @@ def record_attempt(folder: str | Path, title: str, *, contributors=(), allow_fai
               "unfinished": [r["run_id"] for r in unfinished]}
     try:
         added = ledger.add(prepared, decision, title, contributors=list(contributors), date=date,
-                           allow_failing=allow_failing, unofficial_reason="its attempt lost runs" if incomplete else None,
+                           unofficial=unofficial, unofficial_reason="its attempt lost runs" if incomplete else None,
                            readme=readme, source=source, launch={"convention": "speedrun"})
     except submission.Refused as e:
         return {"recorded": False, "reason": str(e), "verdict": finite(e.verdict.to_json()),
@@ -767,8 +445,6 @@ def record_attempt(folder: str | Path, title: str, *, contributors=(), allow_fai
     leaderboard.write()
     return {"recorded": True, "record": added.record.to_json(), "ledger_line": added.line, "notes": added.notes}
 
-
-# ---- the report ------------------------------------------------------------------------------------------
 
 def render(m: dict, console) -> None:
     """The attempt for people: a row per run, the candidate summary, the speedup, the verdict and why."""
@@ -835,8 +511,6 @@ def render(m: dict, console) -> None:
             console.print(f"[red]not recorded[/]: {rec['reason']}", highlight=False, markup=False)
     console.print(f"manifest: {Path(m['dir']) / MANIFEST}", highlight=False)
 
-
-# ---- ./run.sh: the main job ------------------------------------------------------------------------
 
 def fetch_fineweb_if_missing(track: dict, train_shards: int = 8) -> Path:
     """The hook `./run.sh` calls on an 8-GPU node: FineWeb's val shard and `train_shards` train shards in the

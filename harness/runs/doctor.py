@@ -58,7 +58,9 @@ def _lines_ok(lines: list[Line]) -> bool:
     return all(x.verdict in ("ok", "skipped") for x in lines)
 
 
-def run(track_name: str, *, quick: bool = False, say=print) -> dict:
+def run(track_name: str, *, make_shards, quick: bool = False, say=print) -> dict:
+    """`make_shards(track, folder, train_tokens) -> folder`: the shards the preset run trains on (the CLI
+    hands in harness.data.stand_in: this package never makes data)."""
     track = load_track(track_name)
     import torch
 
@@ -152,7 +154,7 @@ def run(track_name: str, *, quick: bool = False, say=print) -> dict:
                                   {"error": err, "tol": tol}))
             say(_show(lines[-1]))
 
-    lines += preset_run(track, device.type, quick=quick, say=say)
+    lines += preset_run(track, device.type, make_shards, quick=quick, say=say)
     out = {"track": track["name"], "device": device.type, "seconds": round(time.monotonic() - t0, 1),
            "ok": _lines_ok(lines), "lines": [vars(x) for x in lines]}
     return out
@@ -248,42 +250,16 @@ def driver_check(driver: str | None, ptxas: str | None, what: str = "ptxas") -> 
 
 # ---- the preset on synthetic shards -------------------------------------------------------------------
 
-def synthetic_shards(track: dict, folder: Path, train_tokens: int) -> Path:
-    """Shards in the track's own format and names: the synthetic corpus for a synthetic track, else
-    random token ids (documents starting at the track's EOT) named like FineWeb's, val long enough."""
-    from harness import data
-
-    if track["data"]["source"] == "synthetic":
-        data.ensure_synthetic(track, out=str(folder))
-        return folder
-    import numpy as np
-
-    rng = np.random.default_rng(0)
-    eot, vocab = track["data"]["eot_token"], track["data"]["vocab_size"]
-
-    def stream_of(n):
-        toks = rng.integers(0, vocab - 1, n, dtype=np.int64)
-        toks[rng.random(n) < 1 / 700] = eot
-        toks[0] = eot
-        return toks
-
-    train = track["data"].get("train_pattern", "fineweb_train_*.bin").replace("*", "000001")
-    val = track["data"].get("val_pattern", "fineweb_val_*.bin").replace("*", "000000")
-    data.write_shard(folder / train, stream_of(train_tokens))
-    data.write_shard(folder / val, stream_of(track["data"]["val_tokens"] + 1))
-    return folder
-
-
 KERNEL_LINE = re.compile(r"^kernels: (\w+) (on|off|failed|differs|matched)")
 
 
-def preset_run(track: dict, device_type: str, *, quick: bool, say) -> list[Line]:
+def preset_run(track: dict, device_type: str, make_shards, *, quick: bool, say) -> list[Line]:
     steps = STEPS[device_type] // (2 if quick else 1)
     compiled = not (quick and device_type == "cpu")  # a CPU compile alone takes ≈ 40 s
     lines: list[Line] = []
     with tempfile.TemporaryDirectory(prefix="speedrun-doctor-") as tmp:
         tmp = Path(tmp)
-        shards = synthetic_shards(track, tmp / "data", train_tokens=(steps + 20) * 8 * 64 * 1024)
+        shards = make_shards(track, tmp / "data", train_tokens=(steps + 20) * 8 * 64 * 1024)
         nproc = launcher.Launch(nproc=1)
         cmd = nproc.argv(str(repo_root() / "train_gpt.py")) + [
             "--preset", track["preset"], "--data-dir", str(shards), "--seed", "0", "--run-id", "doctor",

@@ -141,16 +141,14 @@ def trainer_env(track: dict, **extra: str) -> dict:
     return env
 
 
-def prepare_data(track: dict, override: str | None) -> tuple[Path, dict | None]:
-    """The shards folder, generated first when the track's corpus is synthetic and missing."""
+def shards_dir(track: dict, override: str | None) -> Path:
+    """The shards folder a run trains on; made beforehand (`speedrun data`, or the CLI through
+    harness.data.ready): a folder without val shards is bad input."""
     d = data_dir(track, override)
-    if track["data"]["source"] == "synthetic":
-        from harness import data  # numpy, lazily
-
-        return d, data.ensure_synthetic(track, out=str(d))
     if not any(d.glob(track["data"].get("val_pattern", "*val*.bin"))):
-        raise InputError(f"no validation shards in {d}: download them with `speedrun data fineweb --dir {d}`")
-    return d, None
+        make = "make" if track["data"]["source"] == "synthetic" else "fetch"
+        raise InputError(f"no validation shards in {d}: `speedrun data {make} --track {track['name']}` makes them")
+    return d
 
 
 class Watch:

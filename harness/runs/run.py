@@ -9,7 +9,7 @@ import uuid
 from pathlib import Path
 
 from harness.core.errors import EXIT_FAIL, EXIT_OK
-from harness.runs.launch import Watch, prepare_data, trainer_command, trainer_env
+from harness.runs.launch import Watch, shards_dir, trainer_command, trainer_env
 from harness.runs.proc import stream
 from harness.core.track import load_track, nproc as track_nproc, repo_root
 
@@ -21,7 +21,7 @@ def run_track(track_name: str, console, *, seed: int = 0, nproc: int | None = No
 
     track = load_track(track_name)
     nproc = nproc or track_nproc(track)
-    d, manifest = prepare_data(track, data_dir)
+    d, manifest = shards_dir(track, data_dir), None
     run_id = f"{track_name}-s{seed}-{uuid.uuid4().hex[:8]}"
     log_dir = repo_root() / "logs"
     cmd = trainer_command(track, seed=seed, nproc=nproc, data_dir=d, run_id=run_id, log_dir=log_dir,

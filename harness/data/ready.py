@@ -1,0 +1,46 @@
+"""Shards ready for a run: the track's folder, with the synthetic corpus made when missing (`ready`), and
+stand-in shards in a track's own format and names for a short check run (`stand_in`). The CLI calls these
+before it hands a folder to `harness.runs`, which never makes data. numpy only."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from harness.core.errors import InputError
+from harness.core.track import data_dir
+from harness.data.shards import write_shard
+from harness.data.synthetic import ensure_synthetic
+
+
+def ready(track: dict, override: str | None = None) -> tuple[Path, dict | None]:
+    """The shards folder (and the synthetic corpus's manifest), generated first when the track's corpus is
+    synthetic and missing; FineWeb's is fetched by `speedrun data fetch`, never implicitly."""
+    d = data_dir(track, override)
+    if track["data"]["source"] == "synthetic":
+        return d, ensure_synthetic(track, out=str(d))
+    if not any(d.glob(track["data"].get("val_pattern", "*val*.bin"))):
+        raise InputError(f"no validation shards in {d}: download them with `speedrun data fetch --dir {d}`")
+    return d, None
+
+
+def stand_in(track: dict, folder: Path, train_tokens: int) -> Path:
+    """Shards in the track's own format and names: the synthetic corpus for a synthetic track, else
+    random token ids (documents starting at the track's EOT) named like FineWeb's, val long enough."""
+    if track["data"]["source"] == "synthetic":
+        ensure_synthetic(track, out=str(folder))
+        return folder
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    eot, vocab = track["data"]["eot_token"], track["data"]["vocab_size"]
+
+    def stream_of(n):
+        toks = rng.integers(0, vocab - 1, n, dtype=np.int64)
+        toks[rng.random(n) < 1 / 700] = eot
+        toks[0] = eot
+        return toks
+
+    train = track["data"].get("train_pattern", "fineweb_train_*.bin").replace("*", "000001")
+    val = track["data"].get("val_pattern", "fineweb_val_*.bin").replace("*", "000000")
+    write_shard(folder / train, stream_of(train_tokens))
+    write_shard(folder / val, stream_of(track["data"]["val_tokens"] + 1))
+    return folder

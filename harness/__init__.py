@@ -7,7 +7,7 @@
 
 def frame(paths):
     """Every step line of every run log in `paths` (files or folders) as a pandas DataFrame
-    (harness/tidy.py lists the columns). Imports pandas on first use, never at `import harness`."""
+    (harness/judge/tidy.py lists the columns). Imports pandas on first use, never at `import harness`."""
     from harness.judge.tidy import frame as _frame
 
     return _frame(paths)

@@ -19,7 +19,6 @@ meta tensors. Nothing here touches CUDA.
 from __future__ import annotations
 
 import contextlib
-import importlib
 import io
 import os
 import re

@@ -26,6 +26,9 @@ from harness.core.errors import InputError
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "train_gpt.py"
 STEPS = "6"  # past the tiny preset's 3 untimed warm-up steps
+# Two "nodes" on one machine: torchrun leaves OMP_NUM_THREADS alone at one process a node, so each would
+# spin a thread per core on the same cores (3x slower steps, 6x slower warm-up on 2 cores).
+SHARED_CORES = {"OMP_NUM_THREADS": "1"}
 
 
 @pytest.fixture(scope="module")
@@ -166,18 +169,26 @@ def test_record_add_attempt_takes_every_candidate_run(smoke, baseline_record, tm
     assert p.returncode == 2 and "sha256 differs" in p.stderr and records_state(root) == state
 
 
-@pytest.mark.slow
-def test_baseline_runs_interleave_and_report_a_speedup(smoke, baseline_record, track_corpus):
-    """`--baseline tiny-cpu/0001` runs the record's own snapshot (copied out of the record and checked
-    against its sha256s) and the candidate A B A B on the same seeds, and reports the paired speedup
-    with its 95% interval; the record folder is left as it was (ledger check intact)."""
+@pytest.fixture(scope="module")
+def ab_attempt(baseline_record, track_corpus):
+    """A candidate (one byte changed) timed A B A B against tiny-cpu/0001: the process, its manifest, and
+    the records' state before it ran."""
     root, _ = baseline_record
     state = records_state(root)
     cand = candidate_script(root.parent / "cand")
     p = speedrun(root, *attempt_args(track_corpus, "--runs", "2", "--nproc", "2", "--baseline", "tiny-cpu/0001",
                                      "--script", cand))
+    return p, json.loads(p.stdout), state
+
+
+@pytest.mark.slow
+def test_baseline_runs_interleave_and_report_a_speedup(baseline_record, ab_attempt):
+    """`--baseline tiny-cpu/0001` runs the record's own snapshot (copied out of the record and checked
+    against its sha256s) and the candidate A B A B on the same seeds, and reports the paired speedup
+    with its 95% interval; the record folder is left as it was (ledger check intact)."""
+    root, _ = baseline_record
+    p, m, state = ab_attempt
     assert p.returncode == 1, p.stderr[-3000:]
-    m = json.loads(p.stdout)
     assert [(r["role"], r["seed"], r["outcome"]) for r in m["runs"]] == \
         [("baseline", 0, "ok"), ("candidate", 0, "ok"), ("baseline", 1, "ok"), ("candidate", 1, "ok")]
     folder = Path(m["dir"])
@@ -207,11 +218,11 @@ def test_the_records_own_code_is_a_reproduction(smoke, baseline_record, track_co
     about reproducing the record (here a smoke run, so not reproduced), never a record, and it compares
     this node's time with the record's own."""
     root, _ = baseline_record
-    p = speedrun(root, *attempt_args(track_corpus, "--runs", "2", "--nproc", "2", "--baseline", "tiny-cpu/0001"))
+    p = speedrun(root, *attempt_args(track_corpus, "--runs", "1", "--nproc", "2", "--baseline", "tiny-cpu/0001"))
     assert p.returncode == 1, p.stderr[-3000:]
     m = json.loads(p.stdout)
     assert m["baseline"] is None and m["reproduction_of"].startswith("tiny-cpu/0001_")
-    assert [r["role"] for r in m["runs"]] == ["candidate", "candidate"]
+    assert [r["role"] for r in m["runs"]] == ["candidate"]
     v = m["verdict"]
     assert v["record"] is False and v["label"].startswith("NOT REPRODUCED tiny-cpu/0001_")
     assert v["calibration"]["factor"] > 0 and "speed" not in {r["check"] for r in v["reasons"]}
@@ -219,20 +230,17 @@ def test_the_records_own_code_is_a_reproduction(smoke, baseline_record, track_co
 
 
 @pytest.mark.slow
-def test_extend_adds_pairs_and_keeps_every_look(baseline_record, track_corpus):
+def test_extend_adds_pairs_and_keeps_every_look(baseline_record, ab_attempt):
     """`attempt --extend DIR --runs 1` adds one A/B pair on a new seed to the same attempt; the manifest
     keeps both looks at the interval; a changed candidate script is refused (exit 2)."""
     root, _ = baseline_record
-    cand = candidate_script(root.parent / "cand-extend")
-    p = speedrun(root, *attempt_args(track_corpus, "--runs", "1", "--nproc", "2", "--baseline", "tiny-cpu/0001",
-                                     "--script", cand))
-    m = json.loads(p.stdout)
-    folder = Path(m["dir"])
-    assert len(m["looks"]) == 1 and m["verdict"]["speedup"]["pairs"] == 1
+    _, m, _ = ab_attempt
+    folder, cand = Path(m["dir"]), Path(m["script"])
+    assert len(m["looks"]) == 1 and m["verdict"]["speedup"]["pairs"] == 2
     p = speedrun(root, "attempt", "--extend", folder, "--runs", "1", "--json")
     m2 = json.loads(p.stdout)
-    assert [(r["role"], r["seed"]) for r in m2["runs"]][2:] == [("baseline", 1), ("candidate", 1)]
-    assert m2["seeds"] == [0, 1] and len(m2["looks"]) == 2 and m2["verdict"]["speedup"]["pairs"] == 2
+    assert [(r["role"], r["seed"]) for r in m2["runs"]][4:] == [("baseline", 2), ("candidate", 2)]
+    assert m2["seeds"] == [0, 1, 2] and len(m2["looks"]) == 2 and m2["verdict"]["speedup"]["pairs"] == 3
     assert m2["verdict"]["looks"] == 2 and m2["looks"][0] == m["looks"][0]
     cand.write_text(cand.read_text() + "# edited\n")
     p = speedrun(root, "attempt", "--extend", folder, "--runs", "1")
@@ -271,15 +279,17 @@ def test_a_dying_rank_fails_its_run_and_the_attempt_goes_on(tmp_path, track_corp
 
 @pytest.mark.slow
 def test_ctrl_c_stops_every_process_and_keeps_the_books(tmp_path, track_corpus):
-    """SIGINT to `speedrun attempt` while its second run trains: every trainer process stops, exit 130,
-    the finished run's log is kept (sha256 as in the manifest), the manifest marks the second run
-    interrupted, and the ledger is untouched even with --record."""
+    """SIGINT to `speedrun attempt` while its second run trains (stalled at a timed step by
+    tests/faulty_trainer.py, so the signal cannot miss it): every trainer process stops, exit 130, the
+    finished run's log is kept (sha256 as in the manifest), the manifest marks the second run interrupted,
+    and the ledger is untouched even with --record."""
     root = make_root(tmp_path)
     before = records_state(root)
     args = attempt_args(track_corpus, "--runs", "2", "--nproc", "2", "--record", "never")
+    args[args.index("--script") + 1] = ROOT / "tests" / "faulty_trainer.py"
     proc = subprocess.Popen([sys.executable, "-m", "harness.cli", *map(str, args)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, cwd=ROOT, start_new_session=True,
-                            env=dict(os.environ, SPEEDRUN_ROOT=str(root)))
+                            env=dict(os.environ, SPEEDRUN_ROOT=str(root), FAULT="stall", FAULT_SEED="1"))
     deadline = time.monotonic() + 600
     try:
         while True:  # wait until run 2's rank 0 has opened its log
@@ -308,14 +318,14 @@ def test_ctrl_c_stops_every_process_and_keeps_the_books(tmp_path, track_corpus):
 
 @pytest.mark.slow
 def test_nan_loss_marks_the_run_diverged(tmp_path, track_corpus):
-    """A trainer whose loss turns nan at timed step 2 (tests/diverging_trainer.py: train_gpt.py with its model's
+    """A trainer whose loss turns nan at timed step 2 (tests/faulty_trainer.py: train_gpt.py with its model's
     loss wrapped) prints `diverged: …` and exits 3; the run is `diverged` with the trainer's own words as its
     message."""
     root = make_root(tmp_path)
     before = records_state(root)
     args = attempt_args(track_corpus, "--runs", "1", "--nproc", "2")
-    args[args.index("--script") + 1] = ROOT / "tests" / "diverging_trainer.py"
-    p = speedrun(root, *args, env={"DIVERGE_AT_STEP": "2"})
+    args[args.index("--script") + 1] = ROOT / "tests" / "faulty_trainer.py"
+    p = speedrun(root, *args, env={"FAULT": "nan", "FAULT_AT_STEP": "2"})
     assert p.returncode == 1
     (r,) = json.loads(p.stdout)["runs"]
     assert r["outcome"] == "diverged" and r["exit_code"] not in (0, None)  # torchrun's, not the rank's 3
@@ -323,6 +333,7 @@ def test_nan_loss_marks_the_run_diverged(tmp_path, track_corpus):
     assert r["val_loss"] is None and records_state(root) == before and survivors(str(root)) == []
 
 
+@pytest.mark.slow
 def test_timeout_kills_the_run_and_its_process_tree(tmp_path, track_corpus):
     """--timeout 3: the run (torchrun and both ranks, each in a session of its own) is killed, marked
     `timeout`, and nothing of it survives."""
@@ -334,6 +345,7 @@ def test_timeout_kills_the_run_and_its_process_tree(tmp_path, track_corpus):
     assert survivors(str(root)) == [] and records_state(root) == before
 
 
+@pytest.mark.slow
 def test_a_full_disk_fails_the_run_not_the_bookkeeping(tmp_path, track_corpus):
     """A file-size limit (RLIMIT_FSIZE, inherited by the trainer) makes the log write fail with EFBIG, as
     a full disk would: the run is `failed` with that error, the manifest still lands whole, and --record
@@ -400,7 +412,7 @@ def test_two_nodes_match_one_node(tmp_path, track_corpus):
     common = attempt_args(track_corpus, "--runs", "1", "--nproc", "1", "--nnodes", "2", "--rdzv-id", "job-7",
                           "--rdzv-endpoint", f"127.0.0.1:{port}", "--timeout", "600")
     procs = [subprocess.Popen([sys.executable, "-m", "harness.cli", *map(str, common), "--node-rank", str(r)],
-                              cwd=ROOT, env={**os.environ, "SPEEDRUN_ROOT": str(roots[r])}, stdout=subprocess.PIPE,
+                              cwd=ROOT, env={**os.environ, **SHARED_CORES, "SPEEDRUN_ROOT": str(roots[r])}, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for r in range(2)]
     outs = [p.communicate(timeout=900) for p in procs]
     m0, m1 = (json.loads(o[0]) for o in outs)
@@ -432,7 +444,7 @@ def test_two_nodes_in_one_checkout_share_one_attempt_folder(tmp_path, track_corp
     root = make_root(tmp_path / "shared")
     common = attempt_args(track_corpus, "--runs", "1", "--nproc", "1", "--nnodes", "2", "--rdzv-id", "job-8",
                           "--rdzv-endpoint", f"127.0.0.1:{port}", "--timeout", "600")
-    e = dict(os.environ, SPEEDRUN_ROOT=str(root))
+    e = dict(os.environ, **SHARED_CORES, SPEEDRUN_ROOT=str(root))
     procs = [subprocess.Popen([sys.executable, "-m", "harness.cli", *map(str, common), "--node-rank", str(r)],
                               cwd=ROOT, env=e, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for r in range(2)]
@@ -464,18 +476,32 @@ def test_root_cause_names_the_rank_torchrun_saw_fail_first():
                                         "traceback": "Signal 9 (SIGKILL) received by PID 8"}
 
 
-def test_main_job_attempts_the_track_this_machine_can_run(monkeypatch):
-    """`./run.sh`: on 8 GPUs, FineWeb is fetched when missing and gpt2-small is attempted; without GPUs,
-    the tiny-cpu attempt."""
+def test_main_job_attempts_the_track_this_machine_can_run(monkeypatch, tmp_path):
+    """`./run.sh` (`speedrun main`): on 8 GPUs, FineWeb is fetched when missing and gpt2-small is
+    attempted; without GPUs, the tiny-cpu attempt on its synthetic corpus, made first when missing (the
+    runs layer never makes data). Offline, the fetch fails fast: exit 1 naming the hub, nothing attempted."""
+    from harness.cli import runs as cli_runs
+    from harness.data import fineweb, ready
+
+    monkeypatch.setenv("SPEEDRUN_ROOT", str(make_root(tmp_path)))
     calls = []
-    monkeypatch.setattr(attempt, "fetch_fineweb_if_missing", lambda track: calls.append(("fetch", track["name"])))
+    monkeypatch.setattr(ready, "fetched", lambda track: calls.append(("fetch", track["name"])))
+    monkeypatch.setattr(ready, "ready", lambda track, override=None: calls.append(("ready", track["name"])))
     monkeypatch.setattr(attempt, "run_attempt", lambda o, console: calls.append(("attempt", o.track, o.runs)) or (0, {}))
     monkeypatch.setattr(attempt, "render", lambda m, console: None)
     monkeypatch.setattr(launch, "gpu_count", lambda: 8)
-    assert attempt.main_job() == 0
+    assert cli.main(["main"]) == 0
     monkeypatch.setattr(launch, "gpu_count", lambda: 0)
-    assert attempt.main_job() == 0
-    assert calls == [("fetch", "gpt2-small"), ("attempt", "gpt2-small", None), ("attempt", "tiny-cpu", attempt.CPU_RUNS)]
+    assert cli.main(["main"]) == 0
+    assert calls == [("fetch", "gpt2-small"), ("ready", "gpt2-small"), ("attempt", "gpt2-small", None),
+                     ("ready", "tiny-cpu"), ("attempt", "tiny-cpu", cli_runs.CPU_RUNS)]
+
+    def offline(track):
+        raise fineweb.DataError("huggingface.co unreachable")
+    monkeypatch.setattr(ready, "fetched", offline)
+    monkeypatch.setattr(launch, "gpu_count", lambda: 8)
+    calls.clear()
+    assert cli.main(["main"]) == 1 and calls == []
 
 
 def test_bad_baseline_is_bad_input(tmp_path, monkeypatch, capsys):

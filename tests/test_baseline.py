@@ -7,6 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from harness import data
@@ -39,12 +40,13 @@ def test_training_chunks_are_the_stream_cut_contiguously(corpus):
     assert (rows[:, 0] != h.eot_token).any()  # not aligned to documents
 
 
+@pytest.mark.slow
 def test_a_short_run_logs_and_verifies(corpus, tmp_path):
     """A 3-step run writes one log that the parser reads and whose `code` check passes (the embedded
     source is this script), with the gradient clip among the logged hyperparameters."""
     cmd = [sys.executable, str(SCRIPT), "--data-dir", str(corpus), "--log-dir", str(tmp_path), "--run-id", "b",
            "--max-steps", "3", "--val-every", "1", "--no-compile"]
-    env = dict(os.environ, CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1")
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="")  # one rank: the trainer takes every core
     p = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     log = tmp_path / "b.txt"

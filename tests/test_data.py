@@ -96,17 +96,17 @@ def test_bad_shards_raise_shard_error_with_file_and_remedy(tmp_path, case, says)
             read(p)
         msg = str(e.value)
         assert isinstance(e.value, InputError) and p.name in msg
-        assert f"speedrun data synthetic --out {tmp_path}" in msg
+        assert f"speedrun data make --out {tmp_path}" in msg
         for s in says:
             assert s in msg, (s, msg)
 
 
 @pytest.mark.parametrize("name, remedies", [
-    ("fineweb_val_000000.bin", ["speedrun data fineweb --dir"]),
-    ("tokens.bin", ["speedrun data synthetic --out", "speedrun data fineweb --dir"]),
+    ("fineweb_val_000000.bin", ["speedrun data fetch --dir"]),
+    ("tokens.bin", ["speedrun data make --out", "speedrun data fetch --dir"]),
 ])
 def test_remedy_follows_the_file_name(tmp_path, name, remedies):
-    """FineWeb shards point at `speedrun data fineweb`; unknown names mention both commands."""
+    """FineWeb shards point at `speedrun data fetch`; unknown names mention both commands."""
     with pytest.raises(data.ShardError) as e:
         data.read_header(tmp_path / name)
     assert all(r in str(e.value) for r in remedies)
@@ -298,7 +298,7 @@ def test_default_out_is_under_the_repo_root(tmp_path, monkeypatch):
 
 
 def test_cli_data_synthetic_json(tmp_path, monkeypatch, capsys):
-    """`speedrun data synthetic --out DIR --seed 1 --json` writes the corpus, prints its manifest
+    """`speedrun data make --out DIR --seed 1 --json` writes the corpus, prints its manifest
     and exits 0."""
     monkeypatch.setattr("harness.core.track.load_track", lambda name: small_track())
     out = tmp_path / "out"

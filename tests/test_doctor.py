@@ -71,6 +71,7 @@ def test_driver_version_comes_from_nvidia_smi_and_ptxas_from_triton(tmp_path, mo
     assert line.verdict == ("broken" if major >= 13 else "slow") and line.detail["driver"] == "570.86.15"
 
 
+@pytest.mark.slow
 def test_memory_estimate_per_rank_on_fake_tensors():
     """The doctor's memory line, on this CPU: the gpt2-small preset's peak a rank, estimated on fake tensors
     (nothing allocated) on its CUDA path with the kernels, lands near the issue's ≈32 GiB and fits an H100

@@ -1,4 +1,4 @@
-"""FineWeb data (`speedrun data fineweb` / `data check`), the track's val pin, and the `data` verify check.
+"""FineWeb data (`speedrun data fetch` / `data check`), the track's val pin, and the `data` verify check.
 
 No network: the hub is replaced by a `fetch` that copies tiny shards from a local "remote" folder; the one
 test of the real path points HF_ENDPOINT at a closed local port.
@@ -121,12 +121,12 @@ def test_corrupt_download_is_an_error_naming_the_file_and_not_kept(root, remote,
     out = tmp_path / "d2"
     assert cli.main(["data", "fineweb", "--dir", str(out), "--train-shards", "2"]) == 1
     err = capsys.readouterr().err
-    assert f"{out / VAL}: bad magic" in err and "speedrun data fineweb --dir" in err
+    assert f"{out / VAL}: bad magic" in err and "speedrun data fetch --dir" in err
     assert not (out / VAL).exists()
 
 
 def test_unreachable_hub_fails_fast_with_advice(root, tmp_path, monkeypatch, capsys):
-    """With HF_ENDPOINT at a closed local port, `data fineweb` exits 1 with a message that says what to
+    """With HF_ENDPOINT at a closed local port, `data fetch` exits 1 with a message that says what to
     do (network, HF_ENDPOINT, or copy the shards and `data check`), and writes nothing."""
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
@@ -235,7 +235,7 @@ def test_data_check_exit_codes_and_named_mismatches(root, remote, tmp_path, caps
 
 
 def test_val_shards_too_short_or_outside_the_vocabulary_are_refused(root, remote, tmp_path, capsys):
-    """`data fineweb` refuses (exit 2, naming the file, nothing pinned or written) a val shard with fewer than
+    """`data fetch` refuses (exit 2, naming the file, nothing pinned or written) a val shard with fewer than
     val_tokens + 1 tokens (the real track: a 65,537-token synthetic shard renamed fineweb_val_000000.bin) or
     a token id ≥ the vocabulary; `data check` fails (exit 1) on the same shards behind an honest manifest."""
     folder, _ = remote

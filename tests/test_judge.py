@@ -125,7 +125,6 @@ def test_baseline_without_pairs(tmp_path):
 
 def first_record(tmp_path, monkeypatch):
     """A tmp project (SPEEDRUN_ROOT) whose tiny-cpu track holds one official record."""
-    from harness import ledger
     from test_ledger import make_logs
 
     root = tmp_path / "proj"

@@ -3,6 +3,7 @@ it replaces as the compiled trainer runs it (the reference under torch.compile);
 expandable segments."""
 import json
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -29,6 +30,7 @@ def _choose(rank, world, init, out):
     dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_rank_zero_decides_and_every_rank_adopts(tmp_path):
     """2 gloo ranks: only rank 0 runs the start-up check and race, and rank 1 uses exactly rank 0's kernels
     (the same entry points), never its own choice."""

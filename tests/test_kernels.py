@@ -251,8 +251,8 @@ def test_capability_on_checks_each_kernel_and_falls_back_loudly(monkeypatch):
 # ---- the trainer with kernels on and off -------------------------------------------------------------
 
 def test_training_steps_with_kernels_on_and_off_agree():
-    """Three tiny-preset steps (forward, backward, Muon + Adam) give the same losses with every kernel
-    on as with the torch path, within FP8's rounding of the LM head (0.5 %)."""
+    """Two tiny-preset steps (forward, backward, Muon + Adam; the second with Muon's momentum) give the
+    same losses with every kernel on as with the torch path, within FP8's rounding of the LM head (0.5 %)."""
     h = tg.PRESETS["tiny"]
 
     def losses(kernels):
@@ -264,7 +264,7 @@ def test_training_steps_with_kernels_on_and_off_agree():
         seq[:, 0] = h.eot_token
         x, y = seq[:, :-1], seq[:, 1:]
         out = []
-        for _ in range(3):
+        for _ in range(2):
             loss = model(x, y, torch.tensor([64, 64]))
             loss.backward()
             for o in opts:
@@ -277,7 +277,7 @@ def test_training_steps_with_kernels_on_and_off_agree():
     on = losses(capability.select(torch.device("cpu"), "on", say=lambda _: None))
     assert off[0] == pytest.approx(on[0], rel=1e-6)  # zero-initialised head: every logit is 0 either way
     assert on == pytest.approx(off, rel=5e-3)
-    assert off[2] < off[0]  # and it is training
+    assert off[1] < off[0]  # and it is training
 
 
 def test_validation_runs_through_the_bf16_head():

@@ -263,7 +263,6 @@ def _cli(root: Path, *argv, crash: str | None = None):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-@pytest.mark.slow
 def test_two_concurrent_adds_both_land(root, tmp_path):
     """Two `record add` processes at once both land, numbered 1 and 2 in some order, with an intact chain."""
     a, b = make_logs(tmp_path / "a", n=2), make_logs(tmp_path / "b", n=2, prefix="b", start=10)
@@ -310,7 +309,6 @@ def test_crash_mid_write_leaves_ledger_whole(root, tmp_path, point):
     assert len(rep.records) == n and rep.records[-1].id == f"tiny-cpu/{n:04d}_next"
 
 
-@pytest.mark.slow
 def test_a_held_lock_makes_a_writer_wait(root, tmp_path):
     """While another holder has records/.ledger.lock, `record add` waits; it lands once the lock is released."""
     logs = make_logs(tmp_path / "in", n=2)

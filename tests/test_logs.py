@@ -116,6 +116,7 @@ def test_our_log_sources_env_and_result(tmp_path):
     assert t.result["val_loss"] == t.final_val.loss
 
 
+@pytest.mark.slow
 def test_real_trainer_log(corpus, tmp_path_factory):
     """A log written by train_gpt.py itself parses: its env hashes match its source; a --max-steps run is not complete."""
     text = logmaker.real_log(corpus, tmp_path_factory.mktemp("real"))

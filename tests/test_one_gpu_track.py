@@ -2,12 +2,14 @@
 batch by gradient accumulation. On CPU: the track file, the preset, the memory estimate, and a smoke run of
 its code path (one rank, 8 accumulated micro-batches)."""
 import json
+import os
 import subprocess
 import sys
 from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 import train_gpt as tg
 from harness import data
@@ -29,6 +31,7 @@ def test_the_track_is_gpt2_small_on_one_gpu():
     assert p.seq_len * p.batch_seqs * p.grad_accum == 8 * 48 * 1024
 
 
+@pytest.mark.slow
 def test_one_rank_holds_it_in_an_h100():
     """The doctor's fake-tensor estimate for the track (1 rank: all of the optimizer state) fits 80 GB."""
     from harness.runs.doctor import memory_check
@@ -37,6 +40,7 @@ def test_one_rank_holds_it_in_an_h100():
     assert line.verdict == "ok" and line.detail["ranks"] == 1 and line.detail["fits"], line.figure
 
 
+@pytest.mark.slow
 def test_smoke_run_of_the_one_gpu_code_path(tmp_path):
     """Its code path at toy width on one CPU process: 8 micro-batches accumulated a step, a finite loss, the
     log naming the track."""
@@ -53,7 +57,8 @@ def test_smoke_run_of_the_one_gpu_code_path(tmp_path):
     cmd = [sys.executable, str(ROOT / "train_gpt.py"), "--preset", "gpt2-small-1gpu-smoke", "--data-dir", str(tmp_path),
            "--log-dir", str(tmp_path), "--run-id", "one", "--max-steps", "2", "--val-every", "0", "--no-compile"]
     p = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600,
-                       env={"PATH": "/usr/bin:/bin", "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "2"})
+                       env={"PATH": "/usr/bin:/bin", "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "2",
+                            **{k: os.environ[k] for k in os.environ if k.startswith("MALLOC_")}})
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
     log = (tmp_path / "one.txt").read_text()
     r = json.loads(log.rstrip().split("\n")[-1][len("RESULT "):])

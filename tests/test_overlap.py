@@ -65,6 +65,7 @@ def _step(rank, world, init, out, mode):
 
 
 @pytest.mark.parametrize("mode", ["whole", "blocks"])
+@pytest.mark.slow
 def test_reduce_scatters_start_while_earlier_blocks_backward_runs(mode, tmp_path):
     """Whole-model compile: one backward graph, and no reduce-scatter before it ends (the defect). Block by
     block: the first reduce-scatter (the last layer's chunk) is launched before the earlier blocks' backward
@@ -88,7 +89,7 @@ def _adam(rank, world, init, out):
     torch.manual_seed(0)
     model = tg.GPT(H, H.seq_len, act_dtype=torch.bfloat16)
     comm, log = tg.Comm(), []
-    gather, wait = comm.all_gather, tg._wait
+    gather = comm.all_gather
 
     def all_gather(o, i):
         log.append(("all_gather", str(i.dtype).removeprefix("torch."), i.ndim))
@@ -114,6 +115,7 @@ def _adam(rank, world, init, out):
     dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_muon_computes_while_adams_all_gathers_travel_and_embeddings_travel_in_bf16(tmp_path):
     """The trainer's optimizer step on 2 gloo ranks: every Adam all-gather is launched before Muon's first
     Polar Express and waited for after Muon's last; the embedding bucket travels in bf16 (the forward casts it

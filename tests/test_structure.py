@@ -3,6 +3,7 @@ never kernels → harness, harness → train_gpt.py, nor an import cycle among t
 counting imports inside functions too, which is how cycles hide. Inside harness/, the packages are the
 layers and their arrows are asserted here (docs/ARCHITECTURE.md draws them)."""
 import ast
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -172,3 +173,17 @@ def test_the_cli_imports_nothing_heavy_at_module_level():
             heavy += [f"{p.name}: {n}" for n in names if n.split(".")[0] in ("torch", "numpy", "pandas")
                       or n.startswith("harness.data")]
     assert heavy == [], heavy
+
+
+def test_slow_is_what_starts_the_trainer():
+    """conftest's check behind the `slow` marker knows the trainer's spawns from the harness's others."""
+    from conftest import starts_the_trainer
+
+    py = sys.executable
+    for argv in ([py, "/repo/train_gpt.py", "--preset", "tiny"], [py, "-m", "torch.distributed.run", "x.py"],
+                 [py, "tests/faulty_trainer.py"], [py, "-m", "harness.cli", "attempt", "--track", "tiny-cpu"],
+                 [py, "-m", "harness.cli", "doctor", "--quick"], [py, "baselines/tiny_nanogpt.py"]):
+        assert starts_the_trainer(argv), argv
+    for argv in ([py, "-m", "harness.cli", "record", "add", "run.txt"], [py, "-m", "harness.cli", "audit", "x"],
+                 ["git", "rev-parse", "HEAD"], [py, "-c", "import train_gpt"]):
+        assert not starts_the_trainer(argv), argv

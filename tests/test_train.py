@@ -350,7 +350,8 @@ def run_trainer(corpus, tmp_path, nproc, run_id, steps=3, extra=(), preset="tiny
               if nproc > 1 else [sys.executable, script])
     cmd = launch + ["--preset", preset, "--data-dir", str(corpus), "--log-dir", str(tmp_path), "--run-id", run_id,
                     "--max-steps", str(steps), "--val-every", "1", "--no-compile", *extra]
-    env = dict(os.environ, CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1")
+    # threads: the trainer shares the cores among its local ranks (one rank takes them all)
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="")
     p = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     return (tmp_path / f"{run_id}.txt").read_text()
@@ -410,6 +411,7 @@ def test_eight_ranks_match_one_rank_on_the_gpt2_small_code_path(fineweb_like, tm
     assert one[-1] != one[0]  # the steps changed the model (from a zero head, 2 steps barely move ln V)
 
 
+@pytest.mark.slow
 def test_the_log_has_the_design_sections(one_rank_log):
     """logs/<run_id>.txt: source after a banner | 100 '=' | environment | 100 '=' | run lines in the
     community's formats | peak memory | one RESULT line last, whose code_sha256 hashes the embedded source."""
@@ -485,6 +487,7 @@ def test_gpu_smoke_run_compiles_once_and_uses_the_kernels(fineweb_like, tmp_path
     assert "fwd+bwd" in log and "attention: flex_attention" in log and "node: {" in log
 
 
+@pytest.mark.slow
 def test_the_log_names_the_host_and_its_peak_memory(one_rank_log):
     """The `node:` line carries the host's CPU model, cores and RAM; the peak memory line and RESULT carry the
     run's peak host memory (the largest rank's resident set), known only at the end."""

@@ -230,6 +230,7 @@ def test_provenance_fails_on_edited_source(tmp_path):
     assert not c.ok and "train_gpt.py: env code_sha256" in c.detail and "RESULT code_sha256" in c.detail
 
 
+@pytest.mark.slow
 def test_real_trainer_log(corpus, tmp_path_factory, tmp_path):
     """The trainer's own log: provenance holds; a --max-steps run is not complete; an edited byte breaks provenance."""
     text = logmaker.real_log(corpus, tmp_path_factory.mktemp("real"))

@@ -7,7 +7,6 @@ and a crash or a full disk leaves the old one in place.
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import os
 import re

@@ -147,7 +147,7 @@ def data_dir(track: dict, override: str | os.PathLike | None = None) -> Path:
 
 
 def data_pin(track: dict) -> dict[str, str]:
-    """The track's `[data.pin]`: val shard file name → sha256, as `speedrun data fineweb --pin` wrote it
+    """The track's `[data.pin]`: val shard file name → sha256, as `speedrun data fetch --pin` wrote it
     ({} when the track pins nothing)."""
     pin = track.get("data", {}).get("pin", {})
     where = track.get("_path", track.get("name", "track"))

@@ -129,12 +129,12 @@ def read_manifest(out_dir: Path, required: bool = False) -> dict | None:
         return m
     except FileNotFoundError:
         if required:
-            raise InputError(f"{path}: no such file: make it with `speedrun data fineweb --dir {out_dir}` "
-                             f"(or `speedrun data synthetic --out {out_dir}`)") from None
+            raise InputError(f"{path}: no such file: make it with `speedrun data fetch --dir {out_dir}` "
+                             f"(or `speedrun data make --out {out_dir}`)") from None
         return None
     except (OSError, ValueError) as e:
         raise InputError(f"{path}: not a data manifest ({e}); delete it and run "
-                         f"`speedrun data fineweb --dir {out_dir}` to rebuild it") from None
+                         f"`speedrun data fetch --dir {out_dir}` to rebuild it") from None
 
 
 # ---- fetch -----------------------------------------------------------------------------------------
@@ -245,18 +245,18 @@ def check_dir(out_dir, track_name: str | None = None, *, progress: bool = False)
     for name in on_disk:
         if name not in listed:
             rows[name] = {"ok": False, "problem": f"{out_dir / name}: not in manifest.json (an extra shard: remove "
-                                                  f"it, or refetch with `speedrun data fineweb --dir {out_dir}`)"}
+                                                  f"it, or refetch with `speedrun data fetch --dir {out_dir}`)"}
     for name in pins:
         if name not in listed:
             rows[name] = {"ok": False, "problem": f"{out_dir / name}: pinned by track {track_name} but not in "
-                                                  f"manifest.json; fetch it: `speedrun data fineweb --dir {out_dir}`"}
+                                                  f"manifest.json; fetch it: `speedrun data fetch --dir {out_dir}`"}
     if track_name:  # the val shards' contents: enough tokens for the track, all inside its vocabulary
         track = load_track(track_name)
         pattern = track["data"].get("val_pattern", "*_val_*.bin")
         vals = sorted(n for n in listed if fnmatch.fnmatch(n, pattern))
         if not vals:
             rows[pattern] = {"ok": False, "problem": f"{out_dir}: no {pattern} in manifest.json; track {track_name} "
-                                                     f"validates on it: `speedrun data fineweb --dir {out_dir}`"}
+                                                     f"validates on it: `speedrun data fetch --dir {out_dir}`"}
         elif all("tokens" in rows[n] for n in vals):  # headers sound (else that is the problem to report)
             for msg in val_problems([out_dir / n for n in vals], track):
                 row = rows[next((n for n in vals if msg.startswith(f"{out_dir / n}:")), vals[0])]
@@ -273,7 +273,7 @@ def _check_one(path: Path, want: dict, pin: str | None) -> dict:
     except ShardError as e:
         return {"ok": False, "problem": str(e)}
     row = {"ok": True, "tokens": tokens, "sha256": sha256_file(path)}
-    refetch = f"delete it and refetch with `speedrun data fineweb --dir {path.parent}`"
+    refetch = f"delete it and refetch with `speedrun data fetch --dir {path.parent}`"
     if tokens != want.get("tokens"):
         row["problem"] = f"{path}: {tokens:,} tokens, manifest.json says {want.get('tokens')}; {refetch}"
     elif row["sha256"] != want.get("sha256"):
@@ -287,7 +287,7 @@ def _check_one(path: Path, want: dict, pin: str | None) -> dict:
 # ---- pin -------------------------------------------------------------------------------------------
 
 PIN_COMMENT = """\
-# sha256 of the val shards as `speedrun data fineweb --pin` found them; `speedrun verify` (the `data`
+# sha256 of the val shards as `speedrun data fetch --pin` found them; `speedrun verify` (the `data`
 # check) and `speedrun data check` hold runs and folders to them. Adding a pin where there was none does
 # not bump `version`: it records what the data already was. Changing a pin does.
 """

@@ -1,5 +1,6 @@
 """Shards ready for a run: the track's folder, with the synthetic corpus made when missing (`ready`), and
-stand-in shards in a track's own format and names for a short check run (`stand_in`). The CLI calls these
+stand-in shards in a track's own format and names for a short check run (`stand_in`), FineWeb fetched
+for `./run.sh` when missing (`fetched`). The CLI calls these
 before it hands a folder to `harness.runs`, which never makes data. numpy only."""
 from __future__ import annotations
 
@@ -20,6 +21,22 @@ def ready(track: dict, override: str | None = None) -> tuple[Path, dict | None]:
     if not any(d.glob(track["data"].get("val_pattern", "*val*.bin"))):
         raise InputError(f"no validation shards in {d}: download them with `speedrun data fetch --dir {d}`")
     return d, None
+
+
+def fetched(track: dict, train_shards: int = 8) -> Path:
+    """`./run.sh` on an 8-GPU node: FineWeb's val shard and `train_shards` train shards in the track's data
+    dir, fetched (as `speedrun data fetch` does) when any is missing."""
+    d = data_dir(track)
+    have_val = any(d.glob(track["data"].get("val_pattern", "*val*.bin")))
+    have_train = len(list(d.glob(track["data"].get("train_pattern", "*train*.bin"))))
+    if have_val and have_train >= train_shards:
+        return d
+    from harness.data import fineweb
+
+    print(f"==> {d}: {have_train} train shard(s){'' if have_val else ', no val shard'}; fetching "
+          f"(speedrun data fetch --train-shards {train_shards} --dir {d})", flush=True)
+    fineweb.fetch_fineweb(track["name"], out=str(d), train_shards=train_shards, progress=True)
+    return d
 
 
 def stand_in(track: dict, folder: Path, train_tokens: int) -> Path:

@@ -23,11 +23,11 @@ class ShardError(InputError):
 def _remedy(path: Path) -> str:
     d = path.parent
     if path.name.startswith("synthetic_"):
-        return f"regenerate it with `speedrun data synthetic --out {d}`"
+        return f"regenerate it with `speedrun data make --out {d}`"
     if path.name.startswith("fineweb_"):
-        return f"fetch it again with `speedrun data fineweb --dir {d}`"
-    return (f"remake it with `speedrun data synthetic --out {d}` or "
-            f"`speedrun data fineweb --dir {d}`, whichever made it")
+        return f"fetch it again with `speedrun data fetch --dir {d}`"
+    return (f"remake it with `speedrun data make --out {d}` or "
+            f"`speedrun data fetch --dir {d}`, whichever made it")
 
 
 def _bad(path: Path, what: str) -> ShardError:

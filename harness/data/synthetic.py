@@ -48,7 +48,7 @@ class SyntheticConfig:
         data = track.get("data", {})
         if data.get("source") != "synthetic":
             raise InputError(f"{where}: data.source is {data.get('source')!r}, not 'synthetic'; "
-                             f"use the command for that source (e.g. `speedrun data fineweb`)")
+                             f"use the command for that source (e.g. `speedrun data fetch`)")
         syn = data.get("synthetic", {})
         optional = {"max_doc_len"}
         fields = {f.name for f in dataclasses.fields(cls)} - {"eot_token", "val_tokens", "seed"} - optional
@@ -284,7 +284,7 @@ def ensure_synthetic(track: dict, out=None) -> dict:
 
 
 def render(info: dict, console) -> None:
-    """`speedrun data synthetic` for people: the shards, their hashes and the floor."""
+    """`speedrun data make` for people: the shards, their hashes and the floor."""
     console.print(f"[bold]synthetic corpus[/] seed {info['seed']} → {info['dir']}")
     for name, s in info["shards"].items():
         console.print(f"  {name}  {s['tokens']:>10,} tokens  sha256 {s['sha256'][:16]}…")

@@ -45,7 +45,6 @@ log's sha256 against it.
 from __future__ import annotations
 
 import datetime as _dt
-import subprocess
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -53,7 +52,7 @@ from pathlib import Path
 from harness.runs import launch as launcher
 from harness.core.errors import EXIT_FAIL, EXIT_INTERRUPTED, EXIT_OK, InputError
 from harness.core.files import finite, sha256_file
-from harness.core.track import data_dir, load_track, nproc as track_nproc, repo_root
+from harness.core.track import load_track, nproc as track_nproc, repo_root
 from harness.runs.manifest import (MANIFEST, OUTCOMES, SCHEMA, Manifest, load_manifest, new_attempt_id, node_paths,
                                     now, same_code, snapshot_baseline)
 from harness.runs.runner import run_guarded
@@ -510,42 +509,3 @@ def render(m: dict, console) -> None:
         else:
             console.print(f"[red]not recorded[/]: {rec['reason']}", highlight=False, markup=False)
     console.print(f"manifest: {Path(m['dir']) / MANIFEST}", highlight=False)
-
-
-def fetch_fineweb_if_missing(track: dict, train_shards: int = 8) -> Path:
-    """The hook `./run.sh` calls on an 8-GPU node: FineWeb's val shard and `train_shards` train shards in the
-    track's data dir, fetched by `speedrun data fineweb` when any is missing."""
-    d = data_dir(track)
-    have_val = any(d.glob(track["data"].get("val_pattern", "*val*.bin")))
-    have_train = len(list(d.glob(track["data"].get("train_pattern", "*train*.bin"))))
-    if have_val and have_train >= train_shards:
-        return d
-    cmd = [sys.executable, "-m", "harness.cli", "data", "fineweb", "--train-shards", str(train_shards), "--dir", str(d)]
-    print(f"==> {d}: {have_train} train shard(s){'' if have_val else ', no val shard'}; fetching: "
-          f"speedrun {' '.join(cmd[3:])}", flush=True)
-    code = subprocess.call(cmd, cwd=repo_root())
-    if code:
-        raise InputError(f"`speedrun data fineweb --dir {d}` failed (exit {code}); fix that, then run ./run.sh again")
-    return d
-
-
-CPU_RUNS = 3  # ./run.sh without GPUs: three full tiny-cpu runs (≈1 min each): enough for a t-test
-
-
-def main_job() -> int:
-    """`./run.sh`: the record attempt this machine's hardware can make."""
-    from rich.console import Console
-
-    console = Console()
-    n = launcher.gpu_count()
-    if n >= 8:
-        print(f"found {n} GPUs: the gpt2-small record attempt (`speedrun attempt --track gpt2-small`)", flush=True)
-        fetch_fineweb_if_missing(load_track("gpt2-small"))
-        o = Options(track="gpt2-small")
-    else:
-        if n:
-            print(f"found {n} GPU(s), fewer than the 8 of gpt2-small: attempting the tiny-cpu track (on the CPU)")
-        o = Options(track="tiny-cpu", runs=CPU_RUNS)
-    code, m = run_attempt(o, console)
-    render(m, console)
-    return code

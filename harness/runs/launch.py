@@ -1,6 +1,6 @@
 """The trainer as a child process: the command that starts it (one process, torchrun on one node, or a
 multi-node rendezvous), its environment, the data it needs, and `Watch`, which reads its output as it
-streams (the step lines, the RESULT line, the `diverged:` line). Shared by `speedrun run` and `attempt`.
+streams (the step lines, the RESULT line, the `diverged:` line). Shared by `attempt` and the old `run`.
 
 The harness never imports the trainer (or torch): it runs the script in a child process and takes the
 facts from the log's last line, `RESULT {json}`.

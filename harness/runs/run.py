@@ -1,7 +1,8 @@
-"""`speedrun run`: one run of the trainer on a track, with live progress, judged against the target.
+"""`speedrun run` (a hidden old spelling; `attempt` supersedes it): one run of the trainer on a track, with
+live progress, judged against the target.
 
-The trainer runs as a child process (harness/launch.py builds its command and watches its output;
-harness/proc.py streams and stops it). A record takes several runs and a t-test: `speedrun attempt`.
+The trainer runs as a child process (harness/runs/launch.py builds its command and watches its output;
+harness/runs/proc.py streams and stops it). A record takes several runs and a t-test: `speedrun attempt`.
 """
 from __future__ import annotations
 

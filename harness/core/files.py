@@ -11,6 +11,7 @@ import math
 import os
 import re
 import secrets
+import stat
 from pathlib import Path
 
 
@@ -24,8 +25,16 @@ def atomic_write(path: str | Path, data: bytes | str | list, before_replace=None
     is durable, just before the rename (the ledger's crash-point tests stop there)."""
     path = Path(path)
     chunks = [data.encode("utf-8")] if isinstance(data, str) else [data] if isinstance(data, bytes) else data
-    path.parent.mkdir(parents=True, exist_ok=True)
     h = hashlib.sha256()
+    if not regular_or_missing(path):  # --out /dev/null, a FIFO, a terminal: renaming over it would replace it
+        with open(path, "wb") as f:
+            for c in chunks:
+                f.write(c)
+                h.update(c)
+        return h.hexdigest()
+    if path.is_symlink():  # rename over the file the link names, keeping the link
+        path = Path(os.path.realpath(path))
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
@@ -43,6 +52,13 @@ def atomic_write(path: str | Path, data: bytes | str | list, before_replace=None
         raise
     fsync_dir(path.parent)
     return h.hexdigest()
+
+
+def regular_or_missing(path: Path) -> bool:
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except FileNotFoundError:
+        return True
 
 
 def fsync_dir(path: str | Path) -> None:

@@ -149,7 +149,7 @@ def fetch_fineweb(track_name: str = "gpt2-small", out=None, train_shards: int = 
     d = track["data"]
     if d.get("source") != "huggingface" or "repo" not in d:
         raise InputError(f"{track['_path']}: data.source is {d.get('source')!r}, not a Hugging Face dataset; "
-                         f"use `speedrun data {d.get('source')}` for this track")
+                         "use `speedrun data make` for this track")
     repo, names = d["repo"], shard_names(train_shards)
     out_dir = data_dir(track, out)
     old = read_manifest(out_dir) or {"shards": {}}

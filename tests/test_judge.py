@@ -160,6 +160,20 @@ def test_a_reproduction_that_meets_the_target_is_reproduced_not_a_record(tmp_pat
     assert out["calibration"]["factor"] < 0.5  # these runs took 5x the record's time: a slower node
 
 
+def test_a_shorter_reproduction_calibrates_per_step_and_says_so(tmp_path, monkeypatch):
+    """Runs of the record's code that stopped early (a smoke attempt) are not the record's time: the node
+    calibration compares milliseconds a step, and names both step counts."""
+    root, rec = first_record(tmp_path, monkeypatch)
+    (rec_steps,) = {r["steps"] for r in rec.runs}
+    per_step = sum(r["train_time_ms"] / r["steps"] for r in rec.runs) / len(rec.runs)
+    m = manifest(tmp_path, [dict(run(k, ms=6 * per_step / 2), steps=6) for k in range(2)])
+    cal = attempt.calibration(rec.id, m)
+    assert cal["per_step"] == {"record_steps": rec_steps, "steps": 6} and rec_steps != 6
+    assert cal["factor"] == pytest.approx(2.0)  # half the record's time a step, whatever the run's length
+    same = manifest(tmp_path, [dict(run(k, ms=r["train_time_ms"]), steps=rec_steps) for k, r in enumerate(rec.runs)])
+    assert "per_step" not in attempt.calibration(rec.id, same)
+
+
 def _attempt_folder(tmp_path, root, rec_id, cand_ms, base_ms):
     """A finished attempt on disk: candidate logs of changed code and baseline logs, paired by seed."""
     import json

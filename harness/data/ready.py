@@ -6,21 +6,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness.core.errors import InputError
 from harness.core.track import data_dir
 from harness.data.shards import write_shard
 from harness.data.synthetic import ensure_synthetic
 
 
-def ready(track: dict, override: str | None = None) -> tuple[Path, dict | None]:
-    """The shards folder (and the synthetic corpus's manifest), generated first when the track's corpus is
-    synthetic and missing; FineWeb's is fetched by `speedrun data fetch`, never implicitly."""
+def ready(track: dict, override: str | None = None) -> Path:
+    """The shards folder, with the synthetic corpus generated first when the track's corpus is synthetic and
+    missing. FineWeb's is fetched by `speedrun data fetch`, never implicitly (harness.runs refuses a folder
+    without val shards, naming that command)."""
     d = data_dir(track, override)
     if track["data"]["source"] == "synthetic":
-        return d, ensure_synthetic(track, out=str(d))
-    if not any(d.glob(track["data"].get("val_pattern", "*val*.bin"))):
-        raise InputError(f"no validation shards in {d}: download them with `speedrun data fetch --dir {d}`")
-    return d, None
+        ensure_synthetic(track, out=str(d))
+    return d
 
 
 def fetched(track: dict, train_shards: int = 8) -> Path:

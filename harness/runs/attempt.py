@@ -350,13 +350,19 @@ def calibration(record_id: str, m: dict) -> dict | None:
         rec = ledger.find(ledger.records(), record_id, "reproduction")
     except InputError:
         return None
-    theirs = [r["train_time_ms"] for r in rec.runs if r.get("train_time_ms")]
-    ours = [r["train_time_ms"] for r in m["runs"] if r["role"] == "candidate" and r["outcome"] == "ok"
-            and r.get("train_time_ms")]
+    theirs = [r for r in rec.runs if r.get("train_time_ms")]
+    ours = [r for r in m["runs"] if r["role"] == "candidate" and r["outcome"] == "ok" and r.get("train_time_ms")]
     if not theirs or not ours:
         return None
-    return {"record": rec.id, "record_ms": fmean(theirs), "this_node_ms": fmean(ours),
-            "factor": fmean(theirs) / fmean(ours), "runs": [len(theirs), len(ours)]}
+    steps = [{r.get("steps") for r in runs} for runs in (theirs, ours)]
+    # Runs of other lengths (a smoke attempt's --max-steps) are not the record's time: compare ms a step, and say so.
+    per_step = all(len(s) == 1 and None not in s for s in steps) and steps[0] != steps[1]
+    ms = [[r["train_time_ms"] / (r["steps"] if per_step else 1) for r in runs] for runs in (theirs, ours)]
+    out = {"record": rec.id, "record_ms": fmean(ms[0]), "this_node_ms": fmean(ms[1]),
+           "factor": fmean(ms[0]) / fmean(ms[1]), "runs": [len(theirs), len(ours)]}
+    if per_step:
+        out["per_step"] = {"record_steps": steps[0].pop(), "steps": steps[1].pop()}
+    return out
 
 
 def record_attempt(folder: str | Path, title: str, *, contributors=(), unofficial: bool = False,
@@ -479,10 +485,13 @@ def render(m: dict, console) -> None:
                       + (f"; look {looks} at this interval" if looks > 1 else ""), highlight=False)
     cal = v.get("calibration")
     if cal:
-        f = cal["factor"]
-        console.print(f"node calibration: this node ran {cal['record']}'s code in {cal['this_node_ms'] / 1000:.2f} s, "
-                      f"the record's node in {cal['record_ms'] / 1000:.2f} s: this node is "
-                      f"{f:.3f}× {'faster' if f >= 1 else 'slower'} ({1 / f:.3f}× the record's time)", highlight=False)
+        f, ps = cal["factor"], cal.get("per_step")
+        unit = (lambda ms: f"{ms:.1f} ms a step") if ps else (lambda ms: f"{ms / 1000:.2f} s")
+        console.print(f"node calibration: this node ran {cal['record']}'s code in {unit(cal['this_node_ms'])}, "
+                      f"the record's node in {unit(cal['record_ms'])}: this node is "
+                      f"{f:.3f}× {'faster' if f >= 1 else 'slower'} ({1 / f:.3f}× the record's time)"
+                      + (f" — per step only: {ps['steps']}-step runs against the record's {ps['record_steps']}, "
+                         "not like for like" if ps else ""), highlight=False)
     if m["status"] == "interrupted":
         console.print("[bold yellow]INTERRUPTED[/]: the attempt stopped; finished runs' logs are kept, the "
                       "manifest marks the interrupted run, nothing was recorded", highlight=False)

@@ -146,8 +146,8 @@ def shards_dir(track: dict, override: str | None) -> Path:
     harness.data.ready): a folder without val shards is bad input."""
     d = data_dir(track, override)
     if not any(d.glob(track["data"].get("val_pattern", "*val*.bin"))):
-        make = "make" if track["data"]["source"] == "synthetic" else "fetch"
-        raise InputError(f"no validation shards in {d}: `speedrun data {make} --track {track['name']}` makes them")
+        make = "make --out" if track["data"]["source"] == "synthetic" else "fetch --dir"
+        raise InputError(f"no validation shards in {d}: `speedrun data {make} {d} --track {track['name']}` makes them")
     return d
 
 
